@@ -1,0 +1,1 @@
+"""seel.fl: a small federated-learning runtime whose console behaves like IBM FL's."""

@@ -1,0 +1,119 @@
+"""Messages between the aggregator and its parties over TCP: a JSON header plus `.npy` arrays.
+
+Frame: b"SEFL", header length (4 bytes, big-endian), body length (8 bytes), the JSON header, then
+the body, which is the arrays in `.npy` format back to back; the header lists their byte sizes.
+Nothing is ever unpickled. A frame that is malformed or larger than the limit raises WireError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_MAGIC = b"SEFL"
+_PREFIX = struct.Struct(">4sIQ")
+_MAX_HEADER = 1 << 20
+
+
+class WireError(Exception):
+    """A message that is malformed, too large, or cut short."""
+
+
+@dataclass
+class Message:
+    """One message: a kind, JSON fields and numpy arrays."""
+
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    arrays: list[npt.NDArray[Any]] = field(default_factory=list)
+
+
+def encode(message: Message) -> bytes:
+    """Serialize a message into one frame."""
+    blobs = []
+    for array in message.arrays:
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+        blobs.append(buf.getvalue())
+    header = json.dumps(
+        {"kind": message.kind, "fields": message.fields, "arrays": [len(b) for b in blobs]},
+        separators=(",", ":"),
+    ).encode()
+    body = b"".join(blobs)
+    return _PREFIX.pack(_MAGIC, len(header), len(body)) + header + body
+
+
+def decode(header_bytes: bytes, body: bytes) -> Message:
+    """Parse a frame's header and body; raises WireError on anything unexpected."""
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise WireError("header is not an object")
+    kind, fields, sizes = header.get("kind"), header.get("fields", {}), header.get("arrays", [])
+    if not isinstance(kind, str) or not isinstance(fields, dict) or not isinstance(sizes, list):
+        raise WireError("header lacks kind, fields or arrays")
+    if not all(isinstance(s, int) and s >= 0 for s in sizes) or sum(sizes) != len(body):
+        raise WireError("array sizes do not add up to the body")
+    arrays = []
+    offset = 0
+    for size in sizes:
+        try:
+            arrays.append(
+                np.lib.format.read_array(
+                    io.BytesIO(body[offset : offset + size]), allow_pickle=False
+                )
+            )
+        except (ValueError, OSError, EOFError) as exc:
+            raise WireError(f"bad array: {exc}") from None
+        offset += size
+    return Message(kind, fields, arrays)
+
+
+async def read_message(reader: asyncio.StreamReader, max_bytes: int) -> Message:
+    """Read one frame; WireError if it is malformed, over `max_bytes` or cut short."""
+    try:
+        prefix = await reader.readexactly(_PREFIX.size)
+    except asyncio.IncompleteReadError as exc:
+        raise WireError("connection closed" if not exc.partial else "frame cut short") from None
+    magic, header_len, body_len = _PREFIX.unpack(prefix)
+    if magic != _MAGIC:
+        raise WireError("not a seel.fl frame")
+    if header_len > _MAX_HEADER or header_len + body_len > max_bytes:
+        raise WireError(
+            f"message of {header_len + body_len} bytes is over the limit of {max_bytes}"
+        )
+    try:
+        header = await reader.readexactly(header_len)
+        body = await reader.readexactly(body_len)
+    except asyncio.IncompleteReadError:
+        raise WireError("frame cut short") from None
+    return decode(header, body)
+
+
+async def write_message(writer: asyncio.StreamWriter, message: Message) -> None:
+    """Send one frame and wait until it is flushed."""
+    writer.write(encode(message))
+    await writer.drain()
+
+
+async def request(host: str, port: int, message: Message, max_bytes: int) -> Message:
+    """Open a connection, send `message`, return the reply; the connection is closed after."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await write_message(writer, message)
+        return await read_message(reader, max_bytes)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
