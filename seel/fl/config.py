@@ -229,7 +229,7 @@ class LocalParams:
 
     epochs: int = 1
     batch_size: int = 32
-    lr: float = 0.1
+    lr: float = 0.5
 
     def to_wire(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}

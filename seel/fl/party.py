@@ -174,9 +174,9 @@ class Party:
         values = dict(sent) if isinstance(sent, dict) else {}
         values.update(self.config.local_overrides)
         return LocalParams(
-            epochs=int(values.get("epochs", 1)),
-            batch_size=int(values.get("batch_size", 32)),
-            lr=float(values.get("lr", 0.1)),
+            epochs=int(values.get("epochs", LocalParams.epochs)),
+            batch_size=int(values.get("batch_size", LocalParams.batch_size)),
+            lr=float(values.get("lr", LocalParams.lr)),
         )
 
     async def _train(self, message: wire.Message, reader: asyncio.StreamReader) -> wire.Message:
