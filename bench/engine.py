@@ -17,7 +17,7 @@ import pexpect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.flkit import agg_doc, free_ports, party_doc, write_yaml  # noqa: E402
+from tests.flkit import agg_doc, free_ports, party_doc, write_yaml
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z", re.M)
 

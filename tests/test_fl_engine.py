@@ -82,7 +82,7 @@ def test_aggregator_port_taken_exits_3_without_success(tmp_path: Path) -> None:
 
 def test_party_port_taken_exits_3(tmp_path: Path) -> None:
     with federation(tmp_path, n_parties=1) as fed, socket.socket() as squatter:
-        agg, (party,) = fed.spawn()
+        _agg, (_party,) = fed.spawn()
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         cfg = party_doc(0, 1, 1, squatter.getsockname()[1])
@@ -198,7 +198,7 @@ def test_party_hang_without_max_timeout_waits_until_stopped(tmp_path: Path) -> N
 def test_quorum_below_one_drops_the_straggler(tmp_path: Path) -> None:
     sims = {1: {"delay_s": 30}}
     with federation(tmp_path, agg={"perc_quorum": 0.5, "rounds": 2}, sims=sims) as fed:
-        agg, parties = fed.up()
+        agg, _parties = fed.up()
         agg.send("TRAIN")
         rounds = [agg.expect(f"Finished round {r} of 2", timeout=10) for r in (1, 2)]
         assert all("[n_replies=1] [parties=0]" in line for line in rounds)
@@ -246,7 +246,7 @@ def test_party_stop_typed_on_its_own_terminal(tmp_path: Path) -> None:
 
 def test_garbage_on_the_wire_is_rejected_and_the_aggregator_lives(tmp_path: Path) -> None:
     with federation(tmp_path) as fed:
-        agg, parties = fed.up()
+        agg, _parties = fed.up()
         port = int(fed.agg_config.read_text().split('"port": ')[1].split()[0].rstrip(","))
         for payload in (b"GET / HTTP/1.0\r\n\r\n", b"SEFL\x00\x00\x00\x02\xff\xff\xff\xff\xff\xff\xff\xff"):
             with socket.create_connection(("127.0.0.1", port)) as s:
