@@ -150,6 +150,7 @@ class Aggregator:
     async def evaluate(self) -> int | None:
         if not self._has_parties("EVAL"):
             return None
+        self.log.info("Initiating evaluation requests.")
         try:
             replies = await self._query("eval", {}, self.weights or [])
         except QuorumError as exc:
@@ -169,7 +170,7 @@ class Aggregator:
             await self._query("sync", {}, self.weights)
         except QuorumError as exc:
             return await self._quorum_failed(exc)
-        self.log.info("Global model sent to parties: sync successful")
+        self.log.info("Finished sync model requests")
         return None
 
     async def save(self) -> int | None:
@@ -319,10 +320,8 @@ class Aggregator:
                 )
         party = PartyRef(len(self.parties), endpoint, secrets.token_hex(16), n_samples)
         self.parties.append(party)
-        self.log.info(
-            f"Registered party {party.party_id} at {endpoint} "
-            f"({len(self.parties)} of {self.config.num_parties})"
-        )
+        self.log.info(f"Registered party {party.party_id} at {endpoint}")
+        self.log.info(f"Total number of registered parties:{len(self.parties)}")
         return wire.Message("registered", {"party_id": party.party_id, "token": party.token})
 
     async def run(self) -> int:

@@ -1,7 +1,8 @@
 """Classification metrics, computed as scikit-learn computes them (checked to 1e-9 in tests).
 
-IBM FL's multi-class metrics dict: `acc`, and `f1`, `precision`, `recall` each `micro`, `macro`
-and `weighted`. `loss` is the log loss of the predicted probabilities.
+IBM FL's multi-class metrics dict, in its key order: `acc`, then `f1`, `precision` and `recall`
+`micro`, then the same `macro`, then `weighted`. `loss` (first) is the log loss of the predicted
+probabilities.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ def classification_metrics(
         "f1": 2 * micro_tp / (2 * micro_tp + micro_fp + micro_fn) if micro_tp else 0.0,
     }
     weights = support / support.sum() if support.sum() else np.zeros_like(support)
-    for name, per_class in (("f1", f1), ("precision", precision), ("recall", recall)):
+    per_class = {"f1": f1, "precision": precision, "recall": recall}
+    for name in per_class:
         out[f"{name} micro"] = float(micro[name])
-        out[f"{name} macro"] = float(np.mean(per_class))
-        out[f"{name} weighted"] = float(np.sum(per_class * weights))
+    for name, values in per_class.items():
+        out[f"{name} macro"] = float(np.mean(values))
+    for name, values in per_class.items():
+        out[f"{name} weighted"] = float(np.sum(values * weights))
     return out
 
 
