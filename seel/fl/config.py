@@ -419,7 +419,11 @@ def _max_bytes(doc: dict[str, Any], path: Path) -> int:
 
 def load_aggregator_config(path: Path) -> AggregatorConfig:
     """Load and check an aggregator config."""
-    doc = load_yaml(path)
+    return aggregator_config_from_doc(load_yaml(path), path)
+
+
+def aggregator_config_from_doc(doc: dict[str, Any], path: Path) -> AggregatorConfig:
+    """Check an aggregator config already read; `path` names it in errors and anchors paths."""
     check_schema(doc, AGGREGATOR_SCHEMA, path)
     _require_name(doc, "fusion", FUSIONS, path)
     _require_name(doc, "connection", _CONNECTIONS, path)
@@ -477,7 +481,11 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
 
 def load_party_config(path: Path) -> PartyConfig:
     """Load and check a party config."""
-    doc = load_yaml(path)
+    return party_config_from_doc(load_yaml(path), path)
+
+
+def party_config_from_doc(doc: dict[str, Any], path: Path) -> PartyConfig:
+    """Check a party config already read; `path` names it in errors and anchors paths."""
     check_schema(doc, PARTY_SCHEMA, path)
     _require_name(doc, "connection", _CONNECTIONS, path)
     _require_name(doc, "protocol_handler", _PROTOCOLS, path)
@@ -508,3 +516,18 @@ def load_party_config(path: Path) -> PartyConfig:
         simulation=simulation,
         max_message_bytes=_max_bytes(doc, path),
     )
+
+
+def validate_docs(
+    aggregator: dict[str, Any], parties: list[dict[str, Any]], aggregator_path: Path, party_paths: list[Path]
+) -> None:
+    """Check a trial's configs as this engine would load them; ConfigError on the first problem."""
+    agg = aggregator_config_from_doc(aggregator, aggregator_path)
+    for doc, path in zip(parties, party_paths, strict=True):
+        party_config_from_doc(doc, path)
+    if agg.num_parties > len(parties):
+        raise ConfigError(
+            aggregator_path,
+            "hyperparams.global.num_parties",
+            f"{agg.num_parties} parties required but the sweep starts {len(parties)}",
+        )

@@ -1,0 +1,316 @@
+"""Engines as data: how to start an aggregator and its parties and drive them through a trial.
+
+An engine is a YAML definition (see `seel/engines/*.yml`): the commands, the ordered lifecycle
+steps (send a line to a process, expect a marker), the failure markers that end a step at once,
+the config keys that hold ports and seeds, and the patterns for round lines and metrics lines.
+A sweep file names a shipped engine or defines its own in the same shape.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from seel.errors import SpecError
+
+PHASES = ("init", "start", "register", "train", "eval", "stop")
+_PROCESSES = ("aggregator", "parties")
+_STATUSES = ("timeout", "crashed", "failed")
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+# (aggregator doc, party docs, aggregator config path, party config paths) -> None, or raises
+# an exception with `key` and `why` attributes (such as seel.fl.config.ConfigError).
+Validator = Callable[[dict[str, Any], list[dict[str, Any]], Path, list[Path]], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One lifecycle step: optionally send a line to the process(es), then wait for markers."""
+
+    phase: str
+    process: str  # "aggregator" or "parties"
+    send: str | None = None
+    expect: tuple[str, ...] = ()
+    expect_metrics: bool = False
+    expect_exit: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A marker that ends the trial with `status` the moment any process prints it."""
+
+    marker: str
+    status: str
+    retry: bool = False  # an infrastructure failure (a port taken): the trial may be re-run
+
+
+@dataclass(frozen=True)
+class ProcessDef:
+    """How to start one kind of process and which of its config keys SEEL rewrites."""
+
+    command: tuple[str, ...]
+    port_keys: tuple[str, ...]
+    aggregator_port_keys: tuple[str, ...] = ()
+    seed_keys: tuple[str, ...] = ()
+    path_keys: tuple[str, ...] = ()
+    stop_line: str | None = None
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A complete engine definition."""
+
+    name: str
+    description: str
+    python: str
+    check: tuple[str, ...]
+    cwd: str  # "trial" (the trial directory) or "config" (the directory of the user's configs)
+    aggregator: ProcessDef
+    party: ProcessDef
+    lifecycle: tuple[Step, ...]
+    failures: tuple[Failure, ...]
+    round_pattern: re.Pattern[str] | None
+    metrics_pattern: re.Pattern[str]
+    timeouts: dict[str, float]
+    stop_grace_s: float
+    stop_term_grace_s: float
+    max_parallel: int | None
+    validate: str | None
+
+    def argv(self, process: ProcessDef, config: str) -> list[str]:
+        """The command line of a process for a config file."""
+        return [part.replace("{python}", self.python).replace("{config}", config) for part in process.command]
+
+    def validator(self) -> Validator | None:
+        """The engine's config checker (`module:function`), if it has one."""
+        if not self.validate:
+            return None
+        module, _, func = self.validate.partition(":")
+        checker: Validator = getattr(
+            importlib.import_module(module), func
+        )
+        return checker
+
+    def usable(self) -> tuple[bool, str]:
+        """Whether this engine can run here: its check command succeeds."""
+        exe = self.check[0] if self.check else self.python
+        if shutil.which(exe) is None and not os.path.exists(exe):
+            return False, f"{exe} not found"
+        try:
+            done = subprocess.run(self.check, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            return False, last
+        return True, "ok"
+
+
+def shipped_engines() -> list[str]:
+    """Names of the engines that come with SEEL."""
+    folder = resources.files("seel") / "engines"
+    return sorted(p.name.removesuffix(".yml") for p in folder.iterdir() if p.name.endswith(".yml"))
+
+
+def _expand_env(text: str) -> str:
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+class _Reader:
+    """Typed access to a definition mapping, with errors naming the file and key."""
+
+    def __init__(self, source: str, prefix: str) -> None:
+        self.source = source
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, why: str) -> SpecError:
+        return SpecError(self.source, self.key(name), why)
+
+    def get(self, doc: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if name not in doc or doc[name] is None:
+            if default is ...:
+                raise self.fail(name, "missing")
+            return default
+        value = doc[name]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            raise self.fail(name, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def strings(self, doc: dict[str, Any], name: str, default: Any = ()) -> tuple[str, ...]:
+        value = self.get(doc, name, (list, str), default)
+        items = [value] if isinstance(value, str) else list(value)
+        if not all(isinstance(v, str) for v in items):
+            raise self.fail(name, "expected a list of strings")
+        return tuple(items)
+
+    def regex(self, doc: dict[str, Any], name: str) -> re.Pattern[str] | None:
+        text = self.get(doc, name, str, None)
+        if text is None:
+            return None
+        try:
+            return re.compile(text)
+        except re.error as exc:
+            raise self.fail(name, f"bad regular expression: {exc}") from None
+
+    def check_keys(self, doc: dict[str, Any], allowed: set[str]) -> None:
+        for name in doc:
+            if name not in allowed:
+                raise self.fail(str(name), "unknown key")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in _as_tuple(kind))
+
+
+def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
+    if not isinstance(doc, dict):
+        raise SpecError(r.source, r.prefix, "expected a mapping")
+    allowed = {"command", "port_keys", "seed_keys", "path_keys", "stop_line"}
+    if party:
+        allowed.add("aggregator_port_keys")
+    r.check_keys(doc, allowed)
+    command = r.strings(doc, "command", ...)
+    if not command:
+        raise r.fail("command", "empty command")
+    return ProcessDef(
+        command=command,
+        port_keys=r.strings(doc, "port_keys", ...),
+        aggregator_port_keys=r.strings(doc, "aggregator_port_keys") if party else (),
+        seed_keys=r.strings(doc, "seed_keys"),
+        path_keys=r.strings(doc, "path_keys"),
+        stop_line=r.get(doc, "stop_line", str, None),
+    )
+
+
+def _step(doc: Any, r: _Reader) -> Step:
+    if not isinstance(doc, dict):
+        raise SpecError(r.source, r.prefix, "expected a mapping")
+    r.check_keys(doc, {"phase", "process", "send", "expect", "expect_metrics", "expect_exit"})
+    phase = r.get(doc, "phase", str)
+    if phase not in PHASES:
+        raise r.fail("phase", f"expected one of {', '.join(PHASES)}, got {phase!r}")
+    process = r.get(doc, "process", str)
+    if process not in _PROCESSES:
+        raise r.fail("process", f"expected aggregator or parties, got {process!r}")
+    step = Step(
+        phase=phase,
+        process=process,
+        send=r.get(doc, "send", str, None),
+        expect=r.strings(doc, "expect"),
+        expect_metrics=r.get(doc, "expect_metrics", bool, False),
+        expect_exit=r.get(doc, "expect_exit", bool, False),
+    )
+    if not (step.expect or step.expect_metrics or step.expect_exit):
+        raise SpecError(r.source, r.prefix, "a step needs expect, expect_metrics or expect_exit")
+    return step
+
+
+def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
+    """Build an Engine from a definition mapping; SpecError names `source` and the key."""
+    r = _Reader(source, prefix)
+    if not isinstance(doc, dict):
+        raise SpecError(source, prefix, "an engine definition must be a mapping")
+    r.check_keys(
+        doc,
+        {"name", "description", "python", "check", "cwd", "aggregator", "party", "lifecycle", "failures",
+         "round", "metrics", "timeouts", "stop", "max_parallel", "validate"},
+    )
+    python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
+    lifecycle_doc = r.get(doc, "lifecycle", list)
+    if not lifecycle_doc:
+        raise r.fail("lifecycle", "no steps")
+    lifecycle = tuple(_step(s, _Reader(source, r.key(f"lifecycle[{i}]"))) for i, s in enumerate(lifecycle_doc))
+    failures = []
+    for i, f in enumerate(r.get(doc, "failures", list, [])):
+        fr = _Reader(source, r.key(f"failures[{i}]"))
+        if not isinstance(f, dict):
+            raise SpecError(source, fr.prefix, "expected a mapping")
+        fr.check_keys(f, {"marker", "status", "retry"})
+        status = fr.get(f, "status", str)
+        if status not in _STATUSES:
+            raise fr.fail("status", f"expected one of {', '.join(_STATUSES)}")
+        failures.append(Failure(fr.get(f, "marker", str), status, fr.get(f, "retry", bool, False)))
+    timeouts_doc = r.get(doc, "timeouts", dict, {})
+    for phase, value in timeouts_doc.items():
+        if phase not in PHASES:
+            raise r.fail(f"timeouts.{phase}", "unknown phase")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise r.fail(f"timeouts.{phase}", "expected seconds > 0")
+    stop = r.get(doc, "stop", dict, {})
+    metrics = r.regex(doc, "metrics")
+    if metrics is None or "dict" not in metrics.groupindex:
+        raise r.fail("metrics", "a regular expression with a (?P<dict>...) group is required")
+    round_pattern = r.regex(doc, "round")
+    if round_pattern is not None and "round" not in round_pattern.groupindex:
+        raise r.fail("round", "needs a (?P<round>...) group")
+    cwd = r.get(doc, "cwd", str, "trial")
+    if cwd not in ("trial", "config"):
+        raise r.fail("cwd", "expected trial or config")
+    max_parallel = r.get(doc, "max_parallel", int, None)
+    return Engine(
+        name=r.get(doc, "name", str, "custom"),
+        description=r.get(doc, "description", str, ""),
+        python=python,
+        check=tuple(p.replace("{python}", python) for p in r.strings(doc, "check")),
+        cwd=cwd,
+        aggregator=_process(r.get(doc, "aggregator", dict), _Reader(source, r.key("aggregator")), party=False),
+        party=_process(r.get(doc, "party", dict), _Reader(source, r.key("party")), party=True),
+        lifecycle=lifecycle,
+        failures=tuple(failures),
+        round_pattern=round_pattern,
+        metrics_pattern=metrics,
+        timeouts={str(k): float(v) for k, v in timeouts_doc.items()},
+        stop_grace_s=float(stop.get("grace_s", 2.0)),
+        stop_term_grace_s=float(stop.get("term_grace_s", 2.0)),
+        max_parallel=max_parallel,
+        validate=r.get(doc, "validate", str, None),
+    )
+
+
+def load_engine(spec: str | dict[str, Any], source: str, python: str | None = None) -> Engine:
+    """A shipped engine by name, or a definition from a sweep file (`engine:` mapping)."""
+    if isinstance(spec, dict):
+        base = spec.get("extends")
+        if isinstance(base, str):
+            doc = {**_shipped_doc(base, source), **{k: v for k, v in spec.items() if k != "extends"}}
+        else:
+            doc = spec
+        engine = parse_engine(doc, source, "engine")
+    else:
+        engine = parse_engine(_shipped_doc(spec, source), f"seel/engines/{spec}.yml")
+    if python:
+        engine = _with_python(engine, python)
+    return engine
+
+
+def _with_python(engine: Engine, python: str) -> Engine:
+    from dataclasses import replace
+
+    check = tuple(python if part == engine.python else part for part in engine.check)
+    return replace(engine, python=python, check=check)
+
+
+def _shipped_doc(name: str, source: str) -> dict[str, Any]:
+    if name not in shipped_engines():
+        raise SpecError(source, "engine", f"unknown engine {name!r} (shipped: {', '.join(shipped_engines())})")
+    text = (resources.files("seel") / "engines" / f"{name}.yml").read_text(encoding="utf-8")
+    doc: dict[str, Any] = YAML(typ="safe", pure=True).load(text)
+    return doc

@@ -1,0 +1,64 @@
+"""What a finished trial is: a frozen outcome with a status, the phase it ended in and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """How a trial ended. A timeout is a result, not an error."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class PartyResult:
+    """One party's side of a trial."""
+
+    index: int
+    exit_code: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished trial. `phase` is where a non-ok trial ended; `reason` says why in one line."""
+
+    trial_id: str
+    index: int
+    params: dict[str, Any]
+    repeat: int
+    seed: int
+    status: Status
+    phase: str | None
+    reason: str
+    attempts: int
+    started_at: float
+    elapsed_s: float
+    durations: dict[str, float]
+    rounds_completed: int | None
+    round_accuracies: tuple[float, ...]
+    aggregator_exit: int | None
+    parties: tuple[PartyResult, ...]
+    ports: tuple[int, ...]
+    retryable: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ledger's line)."""
+        out = asdict(self)
+        out["status"] = str(self.status)
+        out["round_accuracies"] = list(self.round_accuracies)
+        return out
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Outcome:
+        """Inverse of to_json."""
+        parties = tuple(PartyResult(**p) for p in doc["parties"])
+        return cls(**{**doc, "status": Status(doc["status"]), "parties": parties,
+                      "round_accuracies": tuple(doc["round_accuracies"]), "ports": tuple(doc["ports"])})

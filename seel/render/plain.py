@@ -1,0 +1,55 @@
+"""One plain line per finished trial, for logs and terminals without a dashboard."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from seel.events import Event, SweepFinished, SweepStarted, TrialFinished
+
+
+def _short(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class PlainSink:
+    """Writes a header, a line per finished trial and a summary."""
+
+    def __init__(self, stream: TextIO, metric: str = "acc") -> None:
+        self.stream = stream
+        self.metric = metric
+        self.total = 0
+        self.finished = 0
+
+    def _print(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, SweepStarted):
+            self.total = event.pending
+            resumed = "" if event.pending == event.trial_count else f" ({event.pending} left to run)"
+            self._print(
+                f"sweep {event.sweep}: {event.trial_count} trials{resumed} on engine {event.engine}, "
+                f"{event.parallel} at a time -> {event.run_dir}"
+            )
+        elif isinstance(event, TrialFinished):
+            o = event.outcome
+            if event.will_retry:
+                self._print(f"       {o.trial_id} {o.status} ({o.reason}); retrying")
+                return
+            self.finished += 1
+            params = " ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in o.params.items())
+            where = f"@{o.phase}" if o.phase else ""
+            values = [p.metrics.get(self.metric) for p in o.parties]
+            shown = ",".join("-" if v is None else f"{v:.4f}" for v in values)
+            width = len(str(self.total))
+            self._print(
+                f"[{self.finished:>{width}}/{self.total}] {o.trial_id} {o.status}{where:<10} "
+                f"{o.elapsed_s:6.2f}s {params}  {self.metric}={shown}"
+            )
+        elif isinstance(event, SweepFinished):
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(event.counts.items())) or "nothing run"
+            state = "interrupted" if event.interrupted else "finished"
+            self._print(f"sweep {state} in {event.elapsed_s:.1f}s: {counts}")
+            for path in event.results:
+                self._print(f"  {path}")

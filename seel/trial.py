@@ -1,0 +1,272 @@
+"""One trial: an aggregator and its parties, spawned on ptys and driven through the lifecycle.
+
+The engine's steps run in order; a phase's timeout covers all of its steps. Any process printing a
+failure marker, or exiting before the stop phase, ends the trial at once with a status and the
+phase it happened in. Whatever happens, every child goes down the stop ladder before the outcome
+is returned, and a cancelled trial returns an `interrupted` outcome after its cleanup.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
+from seel.engine import Engine, Failure, Step
+from seel.errors import PortUnavailable, SeelError
+from seel.events import PhaseReached, RoundFinished, Sink
+from seel.outcome import Outcome, PartyResult, Status
+from seel.plan import Plan
+from seel.ports import PortAllocator
+from seel.store import RunDir
+from seel.sweep import TrialSpec
+
+_MAX_METRICS_LINE = 16_384
+
+
+def parse_metrics(text: str) -> dict[str, float] | None:
+    """Read a metrics dict literal (never evaluated as code); numeric entries only."""
+    if len(text) > _MAX_METRICS_LINE:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {
+        str(k): float(v)
+        for k, v in value.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+class LocalRunner:
+    """Runs trials as local processes (the seam where a distributed runner plugs in)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_dir: RunDir,
+        ports: PortAllocator,
+        sink: Sink,
+        timeouts: dict[str, float],
+        stop_grace_s: float | None = None,
+    ) -> None:
+        self.plan = plan
+        self.run_dir = run_dir
+        self.ports = ports
+        self.sink = sink
+        self.timeouts = timeouts
+        self.stop_grace_s = stop_grace_s
+
+    async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
+        """Run one trial to its outcome; never raises for anything the trial did."""
+        return await _TrialRun(self, trial, attempt).run()
+
+
+class _TrialRun:
+    def __init__(self, runner: LocalRunner, trial: TrialSpec, attempt: int) -> None:
+        self.r = runner
+        self.engine: Engine = runner.plan.engine
+        self.trial = trial
+        self.attempt = attempt
+        self.dir = runner.run_dir.trial_dir(trial.trial_id)
+        self.children: list[Child] = []
+        self.aggregator: Child | None = None
+        self.parties: list[Child] = []
+        self.ports: list[int] = []
+        self.t0 = time.monotonic()
+        self.durations: dict[str, float] = {}
+        self.phase: str | None = None
+        self.stopping = False
+        self.rounds = 0
+        self.accuracies: list[float] = []
+        self.metrics: dict[int, dict[str, float]] = {}
+        self.failure: asyncio.Future[ChildError] = asyncio.get_running_loop().create_future()
+        self._failures: dict[str, Failure] = {f.marker: f for f in self.engine.failures}
+
+    # -- watching output ------------------------------------------------------------------
+
+    def _on_line(self, child: Child, line: Line) -> None:
+        if child.failure is not None and not self.failure.done():
+            self.failure.set_result(child.failure)
+        if child is self.aggregator:
+            pattern = self.engine.round_pattern
+            match = pattern.search(line.text) if pattern else None
+            if match:
+                self.rounds += 1
+                acc_text = match.groupdict().get("accuracy")
+                try:
+                    accuracy = float(acc_text) if acc_text else None
+                except ValueError:
+                    accuracy = None
+                if accuracy is not None:
+                    self.accuracies.append(accuracy)
+                self.r.sink.emit(RoundFinished(self.trial.trial_id, int(match.group("round")), accuracy))
+        else:
+            match = self.engine.metrics_pattern.search(line.text)
+            if match:
+                parsed = parse_metrics(match.group("dict"))
+                if parsed is not None:
+                    self.metrics[self.parties.index(child)] = parsed
+
+    def _on_exit(self, child: Child) -> None:
+        if self.stopping or self.failure.done():
+            return
+        self.failure.set_result(child.failure or ChildExited(child.name, child.exit_code, child.tail()))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], cwd: Path) -> Child:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child = Child(
+            name,
+            argv,
+            cwd=cwd,
+            env=env,
+            transcript=self.dir / f"{name}.log",
+            failure_markers=list(self._failures),
+            on_line=self._on_line,
+        )
+        self.children.append(child)
+        self.r.run_dir.record_spawn(self.trial.trial_id, name, child.pid, child.pgid)
+        child.exited.add_done_callback(lambda _: self._on_exit(child))
+        return child
+
+    def _phase_timeout(self, phase: str) -> float:
+        return self.r.timeouts.get(phase) or self.engine.timeouts.get(phase) or 60.0
+
+    async def _step(self, step: Step, marks: dict[Child, int], deadline: float) -> None:
+        assert self.aggregator is not None
+        targets = [self.aggregator] if step.process == "aggregator" else self.parties
+        if step.send is not None:
+            for child in targets:
+                child.send_line(step.send)
+        remaining = max(0.0, deadline - time.monotonic())
+        waits: list[Any] = []
+        for child in targets:
+            waits += [child.expect(m, remaining, since=marks[child]) for m in step.expect]
+            if step.expect_metrics:
+                waits.append(child.expect(self.engine.metrics_pattern, remaining, since=marks[child]))
+            if step.expect_exit:
+                waits.append(self._expect_exit(child, remaining))
+        gathered: asyncio.Future[Any] = asyncio.gather(*waits)
+        racing: set[asyncio.Future[Any]] = {gathered, self.failure}
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        if not gathered.done():
+            gathered.cancel()
+            await asyncio.gather(gathered, return_exceptions=True)
+            raise self.failure.result()
+        gathered.result()
+
+    async def _expect_exit(self, child: Child, timeout_s: float) -> None:
+        if not await child.wait_exit(timeout_s):
+            raise MarkerTimeout(child.name, "process exit", timeout_s, child.tail())
+
+    async def _lifecycle(self) -> None:
+        plan = self.r.plan
+        self.ports = await asyncio.to_thread(self.r.ports.reserve, 1 + plan.n_parties)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
+        cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
+        self.aggregator = self._spawn("aggregator", self.engine.argv(self.engine.aggregator, str(agg_cfg)), cwd)
+        self.parties = [
+            self._spawn(f"party{i}", self.engine.argv(self.engine.party, str(cfg)), cwd)
+            for i, cfg in enumerate(party_cfgs)
+        ]
+        marks: dict[Child, int] = {}
+        phase_start = deadline = 0.0
+        for step in self.engine.lifecycle:
+            if step.phase != self.phase:
+                now = time.monotonic()
+                if self.phase is not None:
+                    self.durations[self.phase] = now - phase_start
+                self.phase, phase_start = step.phase, now
+                deadline = now + self._phase_timeout(step.phase)
+                self.stopping = step.phase == "stop"
+                marks = {c: c.mark() for c in self.children}
+                self.r.sink.emit(PhaseReached(self.trial.trial_id, step.process, step.phase, now - self.t0))
+            await self._step(step, marks, deadline)
+        if self.phase is not None:
+            self.durations[self.phase] = time.monotonic() - phase_start
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def _stop_all(self, hurry: bool) -> None:
+        self.stopping = True
+        eng = self.engine
+        grace = self.r.stop_grace_s if self.r.stop_grace_s is not None else eng.stop_grace_s
+        term = eng.stop_term_grace_s
+        if hurry:
+            grace, term = min(grace, 1.0), min(term, 1.0)
+
+        async def stop(child: Child) -> None:
+            line = eng.aggregator.stop_line if child is self.aggregator else eng.party.stop_line
+            await child.stop(line, grace, term)
+            child.close()
+            self.r.run_dir.record_reaped(child.pid)
+
+        await asyncio.gather(*(stop(c) for c in self.children))
+        if self.ports:
+            await asyncio.to_thread(self.r.ports.release, self.ports)
+
+    # -- the whole trial ------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        status, reason, retryable = Status.OK, "", False
+        started_at = time.time()
+        try:
+            await self._lifecycle()
+        except asyncio.CancelledError:
+            status, reason = Status.INTERRUPTED, "the sweep was interrupted"
+        except MarkerTimeout as exc:
+            status, reason = Status.TIMEOUT, str(exc)
+        except FailureSeen as exc:
+            failure = self._failures.get(exc.marker)
+            status = Status(failure.status) if failure else Status.FAILED
+            retryable = bool(failure and failure.retry)
+            reason = str(exc)
+        except ChildExited as exc:
+            status, reason = Status.CRASHED, str(exc)
+        except PortUnavailable as exc:
+            status, reason, retryable = Status.FAILED, str(exc), True
+        except (SeelError, OSError) as exc:
+            status, reason = Status.FAILED, f"{type(exc).__name__}: {exc}"
+        if status is not Status.OK and self.phase is not None and self.phase not in self.durations:
+            self.durations[self.phase] = time.monotonic() - self.t0 - sum(self.durations.values())
+        await self._shielded_cleanup(hurry=status is Status.INTERRUPTED)
+        return Outcome(
+            trial_id=self.trial.trial_id,
+            index=self.trial.index,
+            params=dict(self.trial.params),
+            repeat=self.trial.repeat,
+            seed=self.trial.seed,
+            status=status,
+            phase=None if status is Status.OK else self.phase,
+            reason=reason,
+            attempts=self.attempt,
+            started_at=started_at,
+            elapsed_s=time.monotonic() - self.t0,
+            durations=dict(self.durations),
+            rounds_completed=self.rounds if self.engine.round_pattern is not None else None,
+            round_accuracies=tuple(self.accuracies),
+            aggregator_exit=self.aggregator.exit_code if self.aggregator else None,
+            parties=tuple(
+                PartyResult(i, c.exit_code, self.metrics.get(i, {})) for i, c in enumerate(self.parties)
+            ),
+            ports=tuple(self.ports),
+            retryable=retryable,
+        )
+
+    async def _shielded_cleanup(self, hurry: bool) -> None:
+        cleanup = asyncio.ensure_future(self._stop_all(hurry))
+        while not cleanup.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(cleanup)
+        cleanup.result()
