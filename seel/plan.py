@@ -64,7 +64,7 @@ class Plan:
             return
         base_agg = yamledit.to_plain(self.aggregator_base)
         base_parties = [yamledit.to_plain(d) for d in self.party_bases]
-        for name, target, value in self.spec.fixed:
+        for _, target, value in self.spec.fixed:
             self._apply_plain(base_agg, base_parties, target, value)
         self._check(check, base_agg, base_parties, "configs", None)
         for param in self.spec.parameters:
