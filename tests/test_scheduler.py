@@ -36,11 +36,14 @@ class MockRunner:
         self.calls: list[tuple[str, int]] = []
         self.active = 0
         self.max_active = 0
+        self.two_running = asyncio.Event()
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
         self.calls.append((trial.trial_id, attempt))
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        if self.active >= 2:
+            self.two_running.set()
         try:
             if self.gate is not None:
                 await self.gate.wait()
@@ -97,8 +100,7 @@ async def test_cancel_records_interrupted_trials_and_grid_reruns_them() -> None:
     source = GridSource(trials(4), set())
     task = asyncio.create_task(Scheduler(source, runner, parallel=2, retries=0,
                                          record=recorded.append, sink=Events()).run())
-    while runner.active < 2:
-        await asyncio.sleep(0)
+    await runner.two_running.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
