@@ -166,7 +166,9 @@ class Child:
             return
         data = f"{time.monotonic() - self._t0:10.3f} {text}\n".encode("utf-8", "replace")
         if len(data) > self._transcript_left:
-            data = f"{time.monotonic() - self._t0:10.3f} # seel: transcript limit reached\n".encode()
+            data = (
+                f"{time.monotonic() - self._t0:10.3f} # seel: transcript limit reached\n".encode()
+            )
         self._transcript_left -= len(data)
         try:
             self._transcript.write(data)

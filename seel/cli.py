@@ -1,20 +1,27 @@
-"""The `seel` command. Thin: parse options into settings, call the library, map to an exit code."""
+"""The `seel` command. Thin: parse options into settings, call the library, map to an exit code.
+
+Exit codes: 0 all trials ran (timeouts are results), 1 some trials failed for infrastructure
+reasons, 2 bad input, 130 interrupted (143 on SIGTERM).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import difflib
+import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from seel.engine import load_engine, shipped_engines
-from seel.errors import RunDirError, SeelError, SpecError
-from seel.events import Sink
-from seel.render.plain import PlainSink
-from seel.run import RunResult, RunSettings, run_sweep
+from seel.errors import SeelError
+from seel.events import Sink, SweepStopping
+from seel.run import RunResult, RunSettings
 
 EXIT_OK, EXIT_INFRA, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -23,7 +30,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, markup=False, highlight=False, emoji=False)
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
@@ -31,16 +43,56 @@ def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextlib.contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Turn SEEL's errors into one line and an exit code (a traceback only with --debug)."""
+    from seel.errors import PortUnavailable
+
+    try:
+        yield
+    except SeelError as exc:
+        if debug:
+            raise
+        raise _fail(
+            str(exc), EXIT_INFRA if isinstance(exc, PortUnavailable) else EXIT_INPUT
+        ) from None
+
+
 def _port_range(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     low, sep, high = text.partition("-")
-    if not sep or not low.isdigit() or not high.isdigit() or not 1024 <= int(low) <= int(high) <= 65535:
+    if (
+        not sep
+        or not low.isdigit()
+        or not high.isdigit()
+        or not 1024 <= int(low) <= int(high) <= 65535
+    ):
         raise _fail(f"--port-range: expected A-B with 1024 <= A <= B <= 65535, got {text!r}")
     return int(low), int(high)
 
 
-async def _run(settings: RunSettings, sink: Sink) -> tuple[RunResult, int | None]:
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="KEY=VALUE fixes a key; KEY=V1,V2 or KEY=range(A,B[,STEP]) sweeps it.",
+        show_default=False,
+    ),
+]
+DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks.")]
+MetricOpt = Annotated[
+    str,
+    typer.Option(
+        "--metric", "-m", help="The metric to rank and draw, e.g. acc, loss, 'precision weighted'."
+    ),
+]
+
+
+async def _run_async(
+    settings: RunSettings, sink: Sink, ticker: Callable[[], Awaitable[None]] | None = None
+) -> tuple[RunResult, int | None]:
+    from seel.run import run_sweep
+
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -48,29 +100,67 @@ async def _run(settings: RunSettings, sink: Sink) -> tuple[RunResult, int | None
 
     def on_signal(sig: int) -> None:
         if not received:
-            print(f"\nseel: {signal.Signals(sig).name}: stopping every trial...", file=sys.stderr, flush=True)
+            sink.emit(SweepStopping(signal.Signals(sig).name))
             task.cancel()
         received.append(sig)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    result = await run_sweep(settings, sink)
+    tick = asyncio.ensure_future(ticker()) if ticker is not None else None
+    try:
+        result = await run_sweep(settings, sink)
+    finally:
+        if tick is not None:
+            tick.cancel()
+            await asyncio.gather(tick, return_exceptions=True)
     return result, received[0] if received else None
+
+
+class _StoppingNotice:
+    """Tells a person on stderr that Ctrl-C was heard (for the plain and --json outputs)."""
+
+    def emit(self, event: object) -> None:
+        if isinstance(event, SweepStopping):
+            print(f"seel: {event.signal}: stopping every trial...", file=sys.stderr, flush=True)
 
 
 @app.command()
 def run(
-    sweep: Annotated[Path, typer.Argument(help="The sweep file (YAML).")],
-    overrides: Annotated[
-        list[str] | None,
-        typer.Argument(help="KEY=VALUE or KEY=V1,V2 or KEY=range(A,B[,STEP]): change or sweep any key."),
+    sweep: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
+    overrides: OverridesArg = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            "-j",
+            min=1,
+            help="Trials at once [default: what the engine and cores allow].",
+        ),
     ] = None,
-    parallel: Annotated[int | None, typer.Option("--parallel", "-j", min=1, help="Trials at once.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (resumed if it exists).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run directory; an existing one is resumed [default: runs/NAME-TIME].",
+        ),
+    ] = None,
+    json_events: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="JSON Lines events on stdout, nothing else; human text on stderr."
+        ),
+    ] = False,
     port_range: Annotated[str | None, typer.Option(help="Ports to use, e.g. 6000-6999.")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Re-runs of a trial that failed for infrastructure reasons.")] = 2,
-    python: Annotated[str | None, typer.Option(help="Python of the engine's environment (for ibmfl).")] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    retries: Annotated[
+        int,
+        typer.Option(min=0, help="Re-runs of a trial that failed for an infrastructure reason."),
+    ] = 2,
+    python: Annotated[
+        str | None, typer.Option(help="Python of the engine's environment (for ibmfl).")
+    ] = None,
+    metric: MetricOpt = "acc",
+    debug: DebugOpt = False,
 ) -> None:
     """Run a sweep, or resume one: a run directory that has results continues where it stopped.
 
@@ -80,8 +170,13 @@ def run(
 
       seel run sweeps/paper-table1.yml hyperparams.global.rounds=2,3 --parallel 2
 
-      seel run sweeps/paper-table1.yml --out runs/table1   # run again to resume
+      seel run sweeps/paper-table1.yml --out runs/t1        # again, to resume
+
+      seel run sweeps/quick.yml --json | jq -c 'select(.event == "trial_finished")'
     """
+    from seel.events import FanOut
+    from seel.render.plain import PlainSink
+
     settings = RunSettings(
         sweep=sweep,
         overrides=tuple(overrides or ()),
@@ -91,29 +186,204 @@ def run(
         retries=retries,
         python=python,
     )
-    try:
-        result, sig = asyncio.run(_run(settings, PlainSink(sys.stdout)))
-    except (SpecError, RunDirError) as exc:
-        if debug:
-            raise
-        raise _fail(str(exc)) from None
-    except SeelError as exc:
-        if debug:
-            raise
-        raise _fail(str(exc), EXIT_INFRA) from None
+    with _errors(debug):
+        if json_events:
+            from seel.render.jsonl import JsonLinesSink
+
+            result, sig = asyncio.run(
+                _run_async(settings, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice()))
+            )
+        elif sys.stdout.isatty():
+            from seel.render.live import LiveSink
+
+            with LiveSink(_console(), metric) as live:
+                result, sig = asyncio.run(_run_async(settings, live, live.ticker))
+            if live.finished is not None:
+                PlainSink(sys.stdout, metric).emit(live.finished)
+        else:
+            result, sig = asyncio.run(
+                _run_async(settings, FanOut(PlainSink(sys.stdout, metric), _StoppingNotice()))
+            )
     if result.interrupted or sig is not None:
         raise typer.Exit(EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT)
     raise typer.Exit(EXIT_INFRA if result.tally.infrastructure_failures else EXIT_OK)
 
 
 @app.command()
+def validate(
+    sweep: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
+    overrides: OverridesArg = None,
+    show: Annotated[
+        int, typer.Option(min=0, help="How many trials' configs to show as diffs.")
+    ] = 3,
+    debug: DebugOpt = False,
+) -> None:
+    """Expand and check a sweep; print the trial count and the first trials' configs as diffs
+    against the originals. Starts nothing.
+
+    Example:
+
+      seel validate sweeps/paper-table1.yml hyperparams.global.rounds=2,3
+    """
+    from seel import yamledit
+    from seel.run import RunSettings, prepare
+    from seel.sweep import trial_at
+
+    with _errors(debug):
+        spec, engine, plan = prepare(RunSettings(sweep=sweep, overrides=tuple(overrides or ())))
+        print(f"{spec.path}: {spec.trial_count()} trials on engine {engine.name}, all checked")
+        for p in spec.parameters:
+            print(
+                f"  {p.name}: {len(p.values)} values: {', '.join(map(repr, p.values[:8]))}{' ...' if len(p.values) > 8 else ''}"
+            )
+        for name, _, value in spec.fixed:
+            print(f"  {name} = {value!r} (fixed)")
+        if spec.repeats > 1:
+            print(f"  repeats: {spec.repeats}")
+        originals = [spec.aggregator_config, *spec.party_configs]
+        docs = [plan.aggregator_base, *plan.party_bases]
+        ports = []
+        for doc, proc in zip(
+            docs, [engine.aggregator] + [engine.party] * plan.n_parties, strict=True
+        ):
+            ports.append(int(yamledit.get_path(doc, proc.port_keys[0])))
+        for index in range(min(show, spec.trial_count())):
+            trial = trial_at(spec, index)
+            agg, parties = plan.docs_for(trial, ports)
+            print(f"\n{trial.trial_id}: " + " ".join(f"{k}={v!r}" for k, v in trial.params.items()))
+            for original, doc in zip(originals, [agg, *parties], strict=True):
+                diff = difflib.unified_diff(
+                    original.read_text().splitlines(),
+                    yamledit.dump(doc).splitlines(),
+                    str(original),
+                    f"{trial.trial_id}/{original.name}",
+                    n=0,
+                    lineterm="",
+                )
+                for line in diff:
+                    print(f"  {line}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric", "-m", help="The metric to show [default: acc; with --json: every metric]."
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="The whole report as one JSON object.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The findings of a run: per parameter, mean ± 95% CI of each metric at each value, effect
+    size and whether it is beyond noise; timeout and failure rates by value and by phase; the best
+    configurations per party. Parameters that move nothing are flagged.
+
+    Examples:
+
+      seel report runs/t1
+
+      seel report runs/t1 --metric loss
+
+      seel report runs/t1 --json | jq '.flags'
+    """
+    from seel.analysis import build_report
+
+    with _errors(debug):
+        result = build_report(run_dir, metric)
+    if json_out:
+        print(json.dumps(result.to_json(), default=str))
+        return
+    from seel.render.report import show_report
+
+    shown = metric or ("acc" if "acc" in result.metrics else next(iter(result.metrics), "acc"))
+    show_report(result, _console(), shown)
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    metric: MetricOpt = "acc",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The heatmap's PNG; the other pictures are written beside it [default: RUN_DIR/plots/METRIC-heatmap.png].",
+        ),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """PNG pictures of a run: the metric over the first two parameters (faceted by the third and by
+    party), a marginal-effect plot per parameter with 95% bands, and a map of trials that timed out.
+
+    Example:
+
+      seel plot runs/t1 --metric "precision weighted"
+    """
+    from seel.plot import plot_run
+
+    with _errors(debug):
+        for path in plot_run(run_dir, metric, out):
+            print(path)
+
+
+@app.command()
 def engines() -> None:
-    """List the engines and whether each is usable here."""
+    """List the engines and whether each is usable here (for ibmfl: can its Python import it?)."""
+    from seel.engine import load_engine, shipped_engines
+
     for name in shipped_engines():
         engine = load_engine(name, "seel")
         ok, why = engine.usable()
-        print(f"{name:<10} {'usable' if ok else 'not usable'}: {why}  ({engine.description})")
+        print(
+            f"{name:<10} {'usable' if ok else 'not usable'}: {why}   [{engine.python}] {engine.description}"
+        )
+
+
+@app.command()
+def init(
+    config_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A directory with config_agg.yml and config_party*.yml.", show_default=False
+        ),
+    ],
+    engine: Annotated[str, typer.Option(help="builtin or ibmfl.")] = "builtin",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The sweep file to write [default: NAME-sweep.yml]."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a starter sweep file from an existing config directory, listing every numeric
+    hyperparameter as a commented-out candidate with its current value.
+
+    Example:
+
+      seel init ~/ibmfl/examples/configs/iter_avg/sklearn --engine ibmfl
+    """
+    from seel.engine import shipped_engines
+    from seel.starter import starter_sweep
+
+    if engine not in shipped_engines():
+        raise _fail(f"--engine: expected one of {', '.join(shipped_engines())}, got {engine!r}")
+    target = out or Path(f"{config_dir.resolve().name}-sweep.yml")
+    if target.exists() and not force:
+        raise _fail(f"{target}: exists (use --force to overwrite)")
+    with _errors(debug):
+        text = starter_sweep(config_dir, engine, target)
+    target.write_text(text)
+    print(f"wrote {target}: uncomment the parameters to sweep, then: seel validate {target}")
+
+
+def main() -> None:
+    app()
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -90,16 +90,17 @@ class Engine:
 
     def argv(self, process: ProcessDef, config: str) -> list[str]:
         """The command line of a process for a config file."""
-        return [part.replace("{python}", self.python).replace("{config}", config) for part in process.command]
+        return [
+            part.replace("{python}", self.python).replace("{config}", config)
+            for part in process.command
+        ]
 
     def validator(self) -> Validator | None:
         """The engine's config checker (`module:function`), if it has one."""
         if not self.validate:
             return None
         module, _, func = self.validate.partition(":")
-        checker: Validator = getattr(
-            importlib.import_module(module), func
-        )
+        checker: Validator = getattr(importlib.import_module(module), func)
         return checker
 
     def usable(self) -> tuple[bool, str]:
@@ -108,7 +109,9 @@ class Engine:
         if shutil.which(exe) is None and not os.path.exists(exe):
             return False, f"{exe} not found"
         try:
-            done = subprocess.run(self.check, capture_output=True, text=True, timeout=60, check=False)
+            done = subprocess.run(
+                self.check, capture_output=True, text=True, timeout=60, check=False
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, str(exc)
         if done.returncode != 0:
@@ -140,7 +143,9 @@ class _Reader:
     def fail(self, name: str, why: str) -> SpecError:
         return SpecError(self.source, self.key(name), why)
 
-    def get(self, doc: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    def get(
+        self, doc: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
+    ) -> Any:
         if name not in doc or doc[name] is None:
             if default is ...:
                 raise self.fail(name, "missing")
@@ -230,14 +235,31 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         raise SpecError(source, prefix, "an engine definition must be a mapping")
     r.check_keys(
         doc,
-        {"name", "description", "python", "check", "cwd", "aggregator", "party", "lifecycle", "failures",
-         "round", "metrics", "timeouts", "stop", "max_parallel", "validate"},
+        {
+            "name",
+            "description",
+            "python",
+            "check",
+            "cwd",
+            "aggregator",
+            "party",
+            "lifecycle",
+            "failures",
+            "round",
+            "metrics",
+            "timeouts",
+            "stop",
+            "max_parallel",
+            "validate",
+        },
     )
     python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
     lifecycle_doc = r.get(doc, "lifecycle", list)
     if not lifecycle_doc:
         raise r.fail("lifecycle", "no steps")
-    lifecycle = tuple(_step(s, _Reader(source, r.key(f"lifecycle[{i}]"))) for i, s in enumerate(lifecycle_doc))
+    lifecycle = tuple(
+        _step(s, _Reader(source, r.key(f"lifecycle[{i}]"))) for i, s in enumerate(lifecycle_doc)
+    )
     failures = []
     for i, f in enumerate(r.get(doc, "failures", list, [])):
         fr = _Reader(source, r.key(f"failures[{i}]"))
@@ -271,7 +293,9 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         python=python,
         check=tuple(p.replace("{python}", python) for p in r.strings(doc, "check")),
         cwd=cwd,
-        aggregator=_process(r.get(doc, "aggregator", dict), _Reader(source, r.key("aggregator")), party=False),
+        aggregator=_process(
+            r.get(doc, "aggregator", dict), _Reader(source, r.key("aggregator")), party=False
+        ),
         party=_process(r.get(doc, "party", dict), _Reader(source, r.key("party")), party=True),
         lifecycle=lifecycle,
         failures=tuple(failures),
@@ -290,7 +314,10 @@ def load_engine(spec: str | dict[str, Any], source: str, python: str | None = No
     if isinstance(spec, dict):
         base = spec.get("extends")
         if isinstance(base, str):
-            doc = {**_shipped_doc(base, source), **{k: v for k, v in spec.items() if k != "extends"}}
+            doc = {
+                **_shipped_doc(base, source),
+                **{k: v for k, v in spec.items() if k != "extends"},
+            }
         else:
             doc = spec
         engine = parse_engine(doc, source, "engine")
@@ -310,7 +337,9 @@ def _with_python(engine: Engine, python: str) -> Engine:
 
 def _shipped_doc(name: str, source: str) -> dict[str, Any]:
     if name not in shipped_engines():
-        raise SpecError(source, "engine", f"unknown engine {name!r} (shipped: {', '.join(shipped_engines())})")
+        raise SpecError(
+            source, "engine", f"unknown engine {name!r} (shipped: {', '.join(shipped_engines())})"
+        )
     text = (resources.files("seel") / "engines" / f"{name}.yml").read_text(encoding="utf-8")
     doc: dict[str, Any] = YAML(typ="safe", pure=True).load(text)
     return doc

@@ -44,6 +44,14 @@ class RoundFinished:
     trial_id: str
     round: int
     accuracy: float | None
+    rounds: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepStopping:
+    """The user asked the sweep to stop (a signal): every trial is being stopped."""
+
+    signal: str
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,15 @@ class SweepFinished:
     interrupted: bool
 
 
-Event = SweepStarted | TrialStarted | PhaseReached | RoundFinished | TrialFinished | SweepFinished
+Event = (
+    SweepStarted
+    | TrialStarted
+    | PhaseReached
+    | RoundFinished
+    | TrialFinished
+    | SweepStopping
+    | SweepFinished
+)
 
 
 class Sink(Protocol):

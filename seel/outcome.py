@@ -60,5 +60,12 @@ class Outcome:
     def from_json(cls, doc: dict[str, Any]) -> Outcome:
         """Inverse of to_json."""
         parties = tuple(PartyResult(**p) for p in doc["parties"])
-        return cls(**{**doc, "status": Status(doc["status"]), "parties": parties,
-                      "round_accuracies": tuple(doc["round_accuracies"]), "ports": tuple(doc["ports"])})
+        return cls(
+            **{
+                **doc,
+                "status": Status(doc["status"]),
+                "parties": parties,
+                "round_accuracies": tuple(doc["round_accuracies"]),
+                "ports": tuple(doc["ports"]),
+            }
+        )

@@ -58,7 +58,9 @@ class Plan:
         for path, doc, proc in self._docs_with_defs():
             for key in (*proc.port_keys, *proc.aggregator_port_keys):
                 if not yamledit.has_path(doc, key):
-                    raise SpecError(path, key, f"missing: the {self.engine.name} engine writes a port here")
+                    raise SpecError(
+                        path, key, f"missing: the {self.engine.name} engine writes a port here"
+                    )
         check = self.engine.validator()
         if check is None:
             return
@@ -75,10 +77,15 @@ class Plan:
 
     def _docs_with_defs(self) -> list[tuple[Path, CommentedMap, ProcessDef]]:
         out = [(self.spec.aggregator_config, self.aggregator_base, self.engine.aggregator)]
-        out += [(p, d, self.engine.party) for p, d in zip(self.spec.party_configs, self.party_bases, strict=True)]
+        out += [
+            (p, d, self.engine.party)
+            for p, d in zip(self.spec.party_configs, self.party_bases, strict=True)
+        ]
         return out
 
-    def _apply_plain(self, agg: dict[str, Any], parties: list[dict[str, Any]], target: Target, value: Any) -> None:
+    def _apply_plain(
+        self, agg: dict[str, Any], parties: list[dict[str, Any]], target: Target, value: Any
+    ) -> None:
         for doc in self._targets(agg, parties, target):
             _set_plain(doc, target.path, value)
 
@@ -90,7 +97,9 @@ class Plan:
             return list(parties)
         return [parties[target.party_index]]
 
-    def _check(self, check: Any, agg: dict[str, Any], parties: list[dict[str, Any]], key: str, value: Any) -> None:
+    def _check(
+        self, check: Any, agg: dict[str, Any], parties: list[dict[str, Any]], key: str, value: Any
+    ) -> None:
         try:
             check(agg, parties, self.spec.aggregator_config, list(self.spec.party_configs))
         except Exception as exc:
@@ -100,12 +109,16 @@ class Plan:
             where = f"{getattr(exc, 'path', '')}: {inner_key}: " if inner_key else ""
             shown = "" if value is None else f"value {value!r}: "
             if key == "configs":
-                raise SpecError(getattr(exc, "path", self.spec.path), str(inner_key or ""), str(why)) from None
+                raise SpecError(
+                    getattr(exc, "path", self.spec.path), str(inner_key or ""), str(why)
+                ) from None
             raise SpecError(self.spec.path, key, f"{shown}{where}{why}") from None
 
     # -- rendering ------------------------------------------------------------------------
 
-    def docs_for(self, trial: TrialSpec, ports: list[int]) -> tuple[CommentedMap, list[CommentedMap]]:
+    def docs_for(
+        self, trial: TrialSpec, ports: list[int]
+    ) -> tuple[CommentedMap, list[CommentedMap]]:
         """The trial's configs: the user's, with swept values, repeat seeds, ports and paths set."""
         agg = yamledit.copy_doc(self.aggregator_base)
         parties = [yamledit.copy_doc(d) for d in self.party_bases]
@@ -117,7 +130,9 @@ class Plan:
                 yamledit.set_path(doc, param.target.path, trial.params[param.name])
         eng = self.engine
         sources = [self.spec.aggregator_config, *self.spec.party_configs]
-        for i, (doc, proc) in enumerate([(agg, eng.aggregator), *[(p, eng.party) for p in parties]]):
+        for i, (doc, proc) in enumerate(
+            [(agg, eng.aggregator), *[(p, eng.party) for p in parties]]
+        ):
             if trial.repeat:
                 for key in proc.seed_keys:
                     if yamledit.has_path(doc, key) and isinstance(yamledit.get_path(doc, key), int):
@@ -133,7 +148,9 @@ class Plan:
                 yamledit.set_path(doc, key, ports[0])
         return agg, parties
 
-    def write_configs(self, trial: TrialSpec, ports: list[int], trial_dir: Path) -> tuple[Path, list[Path]]:
+    def write_configs(
+        self, trial: TrialSpec, ports: list[int], trial_dir: Path
+    ) -> tuple[Path, list[Path]]:
         """Write the trial's configs into its directory; returns their paths."""
         agg, parties = self.docs_for(trial, ports)
         agg_path = trial_dir / AGGREGATOR_FILE

@@ -59,7 +59,9 @@ def bindable(port: int, host: str = "127.0.0.1") -> bool:
 class PortAllocator:
     """Reserves and releases blocks of ports within a range."""
 
-    def __init__(self, port_range: tuple[int, int] | None = None, registry_dir: Path | None = None) -> None:
+    def __init__(
+        self, port_range: tuple[int, int] | None = None, registry_dir: Path | None = None
+    ) -> None:
         self.low, self.high = port_range or DEFAULT_RANGE
         self.dir = registry_dir or default_registry_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,9 @@ class PortAllocator:
                 if len(got) == n:
                     break
             if len(got) < n:
-                raise PortUnavailable(f"only {len(got)} of {n} free ports in {self.low}-{self.high}")
+                raise PortUnavailable(
+                    f"only {len(got)} of {n} free ports in {self.low}-{self.high}"
+                )
             for port in got:
                 held[str(port)] = os.getpid()
             return got

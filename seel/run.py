@@ -104,7 +104,9 @@ async def run_sweep(settings: RunSettings, sink: Sink) -> RunResult:
             )
         )
         timeouts = {**engine.timeouts, **spec.timeouts}
-        runner = LocalRunner(plan, run_dir, PortAllocator(port_range, settings.ports_dir), sink, timeouts)
+        runner = LocalRunner(
+            plan, run_dir, PortAllocator(port_range, settings.ports_dir), sink, timeouts
+        )
         scheduler = Scheduler(
             GridSource(iter_trials(spec), done),
             runner,

@@ -110,7 +110,9 @@ class Scheduler:
                         if next_trial is None:
                             break
                         trial, attempt = next_trial, 1
-                    self.sink.emit(TrialStarted(trial.trial_id, dict(trial.params), trial.repeat, attempt))
+                    self.sink.emit(
+                        TrialStarted(trial.trial_id, dict(trial.params), trial.repeat, attempt)
+                    )
                     running[asyncio.create_task(self.runner.run(trial, attempt))] = (trial, attempt)
                 if not running:
                     return self.tally

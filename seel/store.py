@@ -75,7 +75,9 @@ class RunDir:
             self._lock.seek(0)
             owner = self._lock.read().strip() or "?"
             self._lock.close()
-            raise RunDirError(f"{path}: another seel run (pid {owner}) is using this run directory") from None
+            raise RunDirError(
+                f"{path}: another seel run (pid {owner}) is using this run directory"
+            ) from None
         self._lock.seek(0)
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
@@ -126,13 +128,24 @@ class RunDir:
         doc = outcome.to_json()
         _fsync_line(self._ledger, doc)
         with contextlib.suppress(OSError):
-            (self.trial_dir(outcome.trial_id) / "outcome.json").write_text(json.dumps(doc, indent=2))
+            (self.trial_dir(outcome.trial_id) / "outcome.json").write_text(
+                json.dumps(doc, indent=2)
+            )
 
     # -- process ledger -------------------------------------------------------------------
 
     def record_spawn(self, trial_id: str, name: str, pid: int, pgid: int) -> None:
-        _fsync_line(self._procs, {"event": "spawn", "trial": trial_id, "name": name, "pid": pid,
-                                  "pgid": pgid, "ticks": _proc_start_ticks(pid)})
+        _fsync_line(
+            self._procs,
+            {
+                "event": "spawn",
+                "trial": trial_id,
+                "name": name,
+                "pid": pid,
+                "pgid": pgid,
+                "ticks": _proc_start_ticks(pid),
+            },
+        )
 
     def record_reaped(self, pid: int) -> None:
         _fsync_line(self._procs, {"event": "reaped", "pid": pid})
@@ -149,7 +162,11 @@ class RunDir:
                 spawned[int(doc["pid"])] = doc
             elif doc.get("event") == "reaped":
                 spawned.pop(int(doc["pid"]), None)
-        strays = [doc for pid, doc in spawned.items() if doc.get("ticks") and _proc_start_ticks(pid) == doc["ticks"]]
+        strays = [
+            doc
+            for pid, doc in spawned.items()
+            if doc.get("ticks") and _proc_start_ticks(pid) == doc["ticks"]
+        ]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for doc in strays:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -169,7 +186,11 @@ class RunDir:
         latest: dict[str, dict[str, Any]] = {}
         for doc in read_ledger(self.ledger_path):
             latest[str(doc.get("trial_id"))] = doc
-        rows = [row for doc in sorted(latest.values(), key=lambda d: d["index"]) for row in result_rows(doc)]
+        rows = [
+            row
+            for doc in sorted(latest.values(), key=lambda d: d["index"])
+            for row in result_rows(doc)
+        ]
         frame = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
         written = []
         for name, write in ((RESULTS_PARQUET, frame.write_parquet), (RESULTS_CSV, frame.write_csv)):
@@ -206,7 +227,5 @@ def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if not parties:
         return [{**base, "party": None}]
     return [
-        {**base, "party": p["index"], "party_exit": p["exit_code"],
-         **p["metrics"]}
-        for p in parties
+        {**base, "party": p["index"], "party_exit": p["exit_code"], **p["metrics"]} for p in parties
     ]

@@ -108,7 +108,15 @@ class _TrialRun:
                     accuracy = None
                 if accuracy is not None:
                     self.accuracies.append(accuracy)
-                self.r.sink.emit(RoundFinished(self.trial.trial_id, int(match.group("round")), accuracy))
+                total = match.groupdict().get("rounds")
+                self.r.sink.emit(
+                    RoundFinished(
+                        self.trial.trial_id,
+                        int(match.group("round")),
+                        accuracy,
+                        int(total) if total else None,
+                    )
+                )
         else:
             match = self.engine.metrics_pattern.search(line.text)
             if match:
@@ -119,7 +127,9 @@ class _TrialRun:
     def _on_exit(self, child: Child) -> None:
         if self.stopping or self.failure.done():
             return
-        self.failure.set_result(child.failure or ChildExited(child.name, child.exit_code, child.tail()))
+        self.failure.set_result(
+            child.failure or ChildExited(child.name, child.exit_code, child.tail())
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -153,7 +163,9 @@ class _TrialRun:
         for child in targets:
             waits += [child.expect(m, remaining, since=marks[child]) for m in step.expect]
             if step.expect_metrics:
-                waits.append(child.expect(self.engine.metrics_pattern, remaining, since=marks[child]))
+                waits.append(
+                    child.expect(self.engine.metrics_pattern, remaining, since=marks[child])
+                )
             if step.expect_exit:
                 waits.append(self._expect_exit(child, remaining))
         gathered: asyncio.Future[Any] = asyncio.gather(*waits)
@@ -175,7 +187,9 @@ class _TrialRun:
         self.dir.mkdir(parents=True, exist_ok=True)
         agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
         cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
-        self.aggregator = self._spawn("aggregator", self.engine.argv(self.engine.aggregator, str(agg_cfg)), cwd)
+        self.aggregator = self._spawn(
+            "aggregator", self.engine.argv(self.engine.aggregator, str(agg_cfg)), cwd
+        )
         self.parties = [
             self._spawn(f"party{i}", self.engine.argv(self.engine.party, str(cfg)), cwd)
             for i, cfg in enumerate(party_cfgs)
@@ -191,7 +205,9 @@ class _TrialRun:
                 deadline = now + self._phase_timeout(step.phase)
                 self.stopping = step.phase == "stop"
                 marks = {c: c.mark() for c in self.children}
-                self.r.sink.emit(PhaseReached(self.trial.trial_id, step.process, step.phase, now - self.t0))
+                self.r.sink.emit(
+                    PhaseReached(self.trial.trial_id, step.process, step.phase, now - self.t0)
+                )
             await self._step(step, marks, deadline)
         if self.phase is not None:
             self.durations[self.phase] = time.monotonic() - phase_start
@@ -258,7 +274,8 @@ class _TrialRun:
             round_accuracies=tuple(self.accuracies),
             aggregator_exit=self.aggregator.exit_code if self.aggregator else None,
             parties=tuple(
-                PartyResult(i, c.exit_code, self.metrics.get(i, {})) for i, c in enumerate(self.parties)
+                PartyResult(i, c.exit_code, self.metrics.get(i, {}))
+                for i, c in enumerate(self.parties)
             ),
             ports=tuple(self.ports),
             retryable=retryable,

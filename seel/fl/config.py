@@ -519,7 +519,10 @@ def party_config_from_doc(doc: dict[str, Any], path: Path) -> PartyConfig:
 
 
 def validate_docs(
-    aggregator: dict[str, Any], parties: list[dict[str, Any]], aggregator_path: Path, party_paths: list[Path]
+    aggregator: dict[str, Any],
+    parties: list[dict[str, Any]],
+    aggregator_path: Path,
+    party_paths: list[Path],
 ) -> None:
     """Check a trial's configs as this engine would load them; ConfigError on the first problem."""
     agg = aggregator_config_from_doc(aggregator, aggregator_path)

@@ -16,7 +16,9 @@ def format_line(level: str, logger: str, message: str, now: float | None = None)
     t = time.time() if now is None else now
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
     millis = int((t - int(t)) * 1000)
-    return f"{stamp}.{millis:03d}Z | {__version__} | {level} | {logger:<{_LOGGER_WIDTH}} | {message}"
+    return (
+        f"{stamp}.{millis:03d}Z | {__version__} | {level} | {logger:<{_LOGGER_WIDTH}} | {message}"
+    )
 
 
 class Logger:

@@ -27,7 +27,9 @@ class PlainSink:
     def emit(self, event: Event) -> None:
         if isinstance(event, SweepStarted):
             self.total = event.pending
-            resumed = "" if event.pending == event.trial_count else f" ({event.pending} left to run)"
+            resumed = (
+                "" if event.pending == event.trial_count else f" ({event.pending} left to run)"
+            )
             self._print(
                 f"sweep {event.sweep}: {event.trial_count} trials{resumed} on engine {event.engine}, "
                 f"{event.parallel} at a time -> {event.run_dir}"
@@ -48,7 +50,10 @@ class PlainSink:
                 f"{o.elapsed_s:6.2f}s {params}  {self.metric}={shown}"
             )
         elif isinstance(event, SweepFinished):
-            counts = ", ".join(f"{n} {status}" for status, n in sorted(event.counts.items())) or "nothing run"
+            counts = (
+                ", ".join(f"{n} {status}" for status, n in sorted(event.counts.items()))
+                or "nothing run"
+            )
             state = "interrupted" if event.interrupted else "finished"
             self._print(f"sweep {state} in {event.elapsed_s:.1f}s: {counts}")
             for path in event.results:

@@ -1,0 +1,120 @@
+"""`seel report` on a terminal: rich tables of the findings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from seel.analysis import STATUSES, Report
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if value != value else f"{value:.4g}"
+    return str(value)
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def show_report(report: Report, console: Console, metric: str) -> None:
+    """Print the report's tables for one metric (effects summary covers every metric)."""
+    counts = "  ".join(
+        f"{s} {report.status_counts.get(s, 0)}" for s in STATUSES if report.status_counts.get(s)
+    )
+    console.print(
+        Text.assemble(
+            ("seel report ", "bold"),
+            (report.sweep, "bold cyan"),
+            f"  {report.trials} trials: {counts}  ·  ",
+            (report.run_dir, "dim"),
+        )
+    )
+    for flag in report.flags:
+        console.print(Text(f"! {flag}", style="bold yellow"))
+
+    summary = Table(
+        title=f"Effect of each parameter on {metric} (ok trials, averaged over parties)",
+        title_justify="left",
+    )
+    for column in (
+        "parameter",
+        "values",
+        "spread of means",
+        "eta²",
+        "p",
+        "beyond noise",
+        "metrics beyond noise",
+    ):
+        summary.add_column(column, justify="right")
+    for parameter in report.parameters:
+        mine = [e for e in report.effects if e.parameter == parameter]
+        chosen = next((e for e in mine if e.metric == metric), None)
+        moved = f"{sum(e.distinguishable for e in mine)} of {len(mine)}"
+        if chosen is None:
+            summary.add_row(Text(parameter), "—", "—", "—", "—", "—", moved)
+            continue
+        verdict = Text("yes", style="green") if chosen.distinguishable else Text("no", style="dim")
+        summary.add_row(
+            Text(parameter),
+            str(len(chosen.levels)),
+            _fmt(chosen.spread),
+            _fmt(chosen.eta_squared),
+            _fmt(chosen.p_value),
+            verdict,
+            moved,
+        )
+    console.print(summary)
+    console.print(
+        Text(
+            "eta²: share of the variance explained by the parameter; p: permutation test "
+            "(999 shuffles); beyond noise: p < 0.05",
+            style="dim",
+        )
+    )
+
+    for e in (e for e in report.effects if e.metric == metric):
+        table = Table(title=f"{metric} by {e.parameter}", title_justify="left")
+        for column in ("value", "trials", "mean", "95% CI"):
+            table.add_column(column, justify="right")
+        for level in e.levels:
+            ci = "—" if level.ci95 != level.ci95 else f"± {level.ci95:.4g}"
+            table.add_row(Text(_fmt(level.value)), str(level.n), _fmt(level.mean), ci)
+        console.print(table)
+
+    rates = Table(
+        title="Share of trials that timed out, crashed or failed, by parameter value",
+        title_justify="left",
+    )
+    for column in ("parameter", "value", "trials", *STATUSES[1:4]):
+        rates.add_column(column, justify="right")
+    for r in report.rates:
+        rates.add_row(
+            Text(_short(r.parameter)),
+            Text(_fmt(r.value)),
+            str(r.trials),
+            *(f"{r.rate(s):.1%}" for s in STATUSES[1:4]),
+        )
+    console.print(rates)
+
+    if report.by_phase:
+        phases = Table(title="Trials that did not end ok, by phase", title_justify="left")
+        for column in ("phase", *STATUSES[1:]):
+            phases.add_column(column, justify="right")
+        for phase, by_status in sorted(report.by_phase.items()):
+            phases.add_row(phase, *(str(by_status.get(s, 0)) for s in STATUSES[1:]))
+        console.print(phases)
+
+    for party, rows in report.best.get(metric, {}).items():
+        best = Table(title=f"Best configurations for {metric}, party {party}", title_justify="left")
+        best.add_column("mean", justify="right")
+        best.add_column("n", justify="right")
+        best.add_column("parameters")
+        for row in rows:
+            params = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in row["params"].items())
+            best.add_row(_fmt(row["mean"]), str(row["n"]), Text(params))
+        console.print(best)

@@ -1,0 +1,96 @@
+"""`seel init`: a starter sweep file from an existing config directory.
+
+Every numeric hyperparameter found in the configs is listed as a commented-out candidate with its
+current value; uncomment the ones to sweep and give them values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from seel import yamledit
+from seel.errors import SpecError
+
+_SKIP_LEAVES = {"port", "party_index", "num_classes"}
+
+
+def numeric_leaves(doc: Any, prefix: str = "") -> Iterator[tuple[str, int | float]]:
+    """Dotted paths and values of every int or float (not bool) in a config."""
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(doc, int | float) and not isinstance(doc, bool):
+        yield prefix, doc
+
+
+def find_configs(config_dir: Path) -> tuple[Path, list[Path]]:
+    """The aggregator config and the party configs of a directory, IBM FL's file names."""
+    agg = config_dir / "config_agg.yml"
+    parties = sorted(config_dir.glob("config_party*.yml"), key=lambda p: (len(p.name), p.name))
+    if not config_dir.is_dir():
+        raise SpecError(config_dir, "", "not a directory")
+    if not agg.exists():
+        raise SpecError(config_dir, "config_agg.yml", "missing: expected IBM FL's config_agg.yml")
+    if not parties:
+        raise SpecError(config_dir, "config_party*.yml", "missing: expected config_party0.yml, ...")
+    return agg, parties
+
+
+def _candidates(doc: Any, prefix: str) -> list[str]:
+    return [
+        f"  # {prefix}{path}: {{values: [{value!r}]}}"
+        for path, value in numeric_leaves(yamledit.to_plain(doc))
+        if path.rsplit(".", 1)[-1] not in _SKIP_LEAVES
+    ]
+
+
+def starter_sweep(config_dir: Path, engine: str, out: Path) -> str:
+    """The text of a starter sweep file that will live at `out`."""
+    agg_path, party_paths = find_configs(config_dir)
+    agg = yamledit.load_roundtrip(agg_path)
+    parties = [yamledit.load_roundtrip(p) for p in party_paths]
+    rel = Path(os.path.relpath(config_dir.resolve(), out.resolve().parent))
+    lines = [
+        f"# A starter sweep for {config_dir}, written by `seel init`.",
+        "# Uncomment the parameters to sweep and give them values:",
+        "#   {values: [1, 2]}, {min: 0, max: 200, step: 50} or",
+        "#   {random: uniform, low: 0.01, high: 1, count: 5, seed: 0}",
+        f"name: {config_dir.resolve().name}",
+        f"engine: {engine}",
+        "configs:",
+        f"  aggregator: {rel / agg_path.name}",
+        "  parties:",
+        *(f"    - {rel / p.name}" for p in party_paths),
+        "parameters:",
+        "  # aggregator",
+        *_candidates(agg, ""),
+    ]
+    plain = [yamledit.to_plain(p) for p in parties]
+    shared = dict(numeric_leaves(plain[0]))
+    for doc in plain[1:]:
+        theirs = dict(numeric_leaves(doc))
+        shared = {k: v for k, v in shared.items() if theirs.get(k) == v}
+    shared_lines = [
+        f"  # party.{k}: {{values: [{v!r}]}}"
+        for k, v in shared.items()
+        if k.rsplit(".", 1)[-1] not in _SKIP_LEAVES
+    ]
+    if shared_lines:
+        lines += ["  # every party (the same value in each config now)", *shared_lines]
+    for i, doc in enumerate(plain):
+        own = [
+            f"  # party[{i}].{k}: {{values: [{v!r}]}}"
+            for k, v in numeric_leaves(doc)
+            if k not in shared and k.rsplit(".", 1)[-1] not in _SKIP_LEAVES
+        ]
+        if own:
+            lines += [f"  # party {i} only", *own]
+    lines += [
+        "repeats: 1",
+        "# timeouts: {init: 30, start: 15, register: 15, train: 600, eval: 60, stop: 15}",
+        "",
+    ]
+    return "\n".join(lines)
