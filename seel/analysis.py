@@ -194,20 +194,38 @@ def _eta_squared(values: npt.NDArray[np.float64], groups: npt.NDArray[np.int64],
 
 
 def _permutation_p(
-    values: npt.NDArray[np.float64], groups: npt.NDArray[np.int64], k: int, observed: float
+    values: npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    strata: npt.NDArray[np.int64],
+    k: int,
+    observed: float,
 ) -> float:
+    """Share of label shuffles within strata whose effect is at least the observed one."""
     if observed <= 0 or len(values) < 3:
         return 1.0
     rng = np.random.default_rng(0)
-    hits = sum(
-        _eta_squared(values, rng.permutation(groups), k) >= observed - 1e-12
-        for _ in range(_PERMUTATIONS)
-    )
+    order = np.argsort(strata, kind="stable")
+    bounds = np.flatnonzero(np.diff(strata[order])) + 1
+    blocks = np.split(order, bounds)
+    hits = 0
+    for _ in range(_PERMUTATIONS):
+        shuffled = groups.copy()
+        for block in blocks:
+            shuffled[block] = groups[rng.permutation(block)]
+        hits += _eta_squared(values, shuffled, k) >= observed - 1e-12
     return (1 + hits) / (1 + _PERMUTATIONS)
 
 
-def _effect(trials: pl.DataFrame, parameter: str, metric: str) -> Effect | None:
-    data = trials.select(parameter, metric).drop_nulls()
+def _effect(
+    trials: pl.DataFrame, parameter: str, metric: str, others: list[str] | None = None
+) -> Effect | None:
+    """Levels are marginal means (over repeats and the other parameters). The effect size and its
+    test compare values within matched settings of the other parameters (a randomized-block
+    design): the metric is centred on the mean of its stratum, and labels are shuffled only within
+    strata, so what another parameter does is not counted as noise.
+    """
+    others = [o for o in (others or []) if o != parameter and o in trials.columns]
+    data = trials.select(parameter, metric, *others).drop_nulls([parameter, metric])
     if data.height == 0:
         return None
     levels_values = sorted(data[parameter].unique().to_list(), key=_sort_key)
@@ -216,14 +234,26 @@ def _effect(trials: pl.DataFrame, parameter: str, metric: str) -> Effect | None:
         data[metric].cast(pl.Float64).to_numpy(), 12
     )  # noise below this is not an effect
     groups = np.array([index[v] for v in data[parameter].to_list()], dtype=np.int64)
+    if others:
+        keys = data.select(others).with_columns(pl.all().cast(pl.Utf8)).rows()
+        ids: dict[tuple[Any, ...], int] = {}
+        strata = np.array([ids.setdefault(key, len(ids)) for key in keys], dtype=np.int64)
+    else:
+        strata = np.zeros(len(values), dtype=np.int64)
+    sums = np.bincount(strata, weights=values)
+    centred = values - (sums / np.bincount(strata))[strata]
     levels = []
     for i, value in enumerate(levels_values):
         group = values[groups == i]
         sd = float(np.std(group, ddof=1)) if len(group) > 1 else math.nan
         ci = t_critical(len(group) - 1) * sd / math.sqrt(len(group)) if len(group) > 1 else math.nan
         levels.append(Level(value, len(group), float(group.mean()), ci))
-    eta = _eta_squared(values, groups, len(levels_values))
-    p = _permutation_p(values, groups, len(levels_values), eta) if len(levels_values) > 1 else 1.0
+    eta = _eta_squared(centred, groups, len(levels_values))
+    p = (
+        _permutation_p(centred, groups, strata, len(levels_values), eta)
+        if len(levels_values) > 1
+        else 1.0
+    )
     means = [lv.mean for lv in levels]
     return Effect(parameter, metric, levels, max(means) - min(means), eta, p, p < _ALPHA)
 
@@ -266,7 +296,7 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
         by_phase,
     )
     for parameter in parameters:
-        effects = [e for m in metrics if (e := _effect(ok, parameter, m)) is not None]
+        effects = [e for m in metrics if (e := _effect(ok, parameter, m, parameters)) is not None]
         report.effects += effects
         n_values = per_trial[parameter].n_unique()
         if effects and n_values > 1 and not any(e.distinguishable for e in effects):

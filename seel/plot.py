@@ -133,7 +133,7 @@ def marginal_plot(frame: pl.DataFrame, params: list[str], metric: str, out: Path
     )
     for ax, parameter in zip(axes[0], params, strict=True):
         for party in parties:
-            effect = _effect(frame.filter(pl.col("party") == party), parameter, metric)
+            effect = _effect(frame.filter(pl.col("party") == party), parameter, metric, params)
             if effect is None:
                 continue
             xs = [lv.value for lv in effect.levels]

@@ -1,0 +1,155 @@
+"""The `seel` command: parsing, the --json event stream against its schema, report, plot, init,
+and the dashboard of the real binary under a pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pexpect
+import pytest
+from typer.testing import CliRunner
+
+from seel.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "sweeps" / "quick.yml"
+
+
+@pytest.fixture(autouse=True)
+def private_port_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEEL_PORTS_DIR", str(tmp_path / "ports"))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real run of the quick sweep with --json; (run dir, stdout)."""
+    out = tmp_path_factory.mktemp("quick") / "run"
+    os.environ["SEEL_PORTS_DIR"] = str(out.parent / "ports")
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    return out, result.stdout
+
+
+def test_json_stdout_is_only_valid_events(quick_run: tuple[Path, str]) -> None:
+    _, stdout = quick_run
+    schema = json.loads((resources.files("seel") / "render" / "event_schema.json").read_text())
+    events = [json.loads(line) for line in stdout.splitlines()]
+    for event in events:
+        jsonschema.validate(event, schema)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "sweep_started" and kinds[-1] == "sweep_finished"
+    assert kinds.count("trial_started") == kinds.count("trial_finished") == 12
+    assert {"phase", "round"} <= set(kinds)
+    assert len({e["run_id"] for e in events}) == 1
+    finished = [e for e in events if e["event"] == "trial_finished"]
+    assert all(set(e["metrics"]) == {"0", "1"} and e["metrics"]["0"]["acc"] > 0.5 for e in finished)
+    last = events[-1]
+    assert last["counts"] == {"ok": 12} and last["best"]["metric"] == "acc"
+    assert any(p.endswith("results.parquet") for p in last["results"])
+
+
+def test_schema_rejects_what_it_should() -> None:
+    schema = json.loads((resources.files("seel") / "render" / "event_schema.json").read_text())
+    bad = {"schema": 1, "event": "round", "time": "2026-11-25T00:00:00.000Z", "run_id": "x", "trial": "t", "round": 0}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_report_json_flags_parameters_that_change_nothing(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    result = CliRunner().invoke(app, ["report", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["trials"] == 12 and report["status_counts"] == {"ok": 12}
+    by_param = {(e["parameter"], e["metric"]): e for e in report["effects"]}
+    rounds = by_param[("hyperparams.global.rounds", "acc")]
+    assert rounds["distinguishable"] and [lv["value"] for lv in rounds["levels"]] == [1, 2, 4]
+    assert all(lv["ci95"] is not None for lv in rounds["levels"])
+    # quorum 0.5 with two fast, equal parties: the round ends after one reply, and that changes results
+    assert set(report["best"]["acc"]) == {"0", "1"}
+
+
+def test_report_on_a_terminal_shows_tables(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    result = CliRunner().invoke(app, ["report", str(out), "--metric", "loss"])
+    assert result.exit_code == 0, result.output
+    assert "Effect of each parameter on loss" in result.stdout
+    assert "Best configurations for loss, party 0" in result.stdout
+    bad = CliRunner().invoke(app, ["report", str(out), "--metric", "nope"])
+    assert bad.exit_code == 2 and "no metric 'nope'" in bad.output
+
+
+def test_plot_writes_legible_pngs(quick_run: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = quick_run
+    result = CliRunner().invoke(app, ["plot", str(out), "--out", str(tmp_path / "acc.png")])
+    assert result.exit_code == 0, result.output
+    paths = [Path(p) for p in result.stdout.split()]
+    assert {p.name for p in paths} == {"acc.png", "acc-timeouts.png", "acc-marginal.png"}
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_validate_shows_count_and_diffs_and_starts_nothing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["validate", str(ROOT / "sweeps" / "paper-table1.yml"),
+                                      "hyperparams.global.rounds=2,3", "--show", "2"])
+    assert result.exit_code == 0, result.output
+    assert "50 trials on engine builtin, all checked" in result.stdout
+    assert "-    rounds: 4                    # training rounds" in result.stdout
+    assert "+    rounds: 2                    # training rounds" in result.stdout
+    assert "t00001:" in result.stdout and "t00002:" not in result.stdout
+
+
+def test_init_writes_a_sweep_that_validates(tmp_path: Path) -> None:
+    target = tmp_path / "starter.yml"
+    result = CliRunner().invoke(app, ["init", str(ROOT / "sweeps" / "configs" / "builtin"), "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    text = target.read_text()
+    assert "# hyperparams.global.rounds: {values: [4]}" in text
+    assert "# party.data.info.alpha: {values: [0.5]}" in text
+    again = CliRunner().invoke(app, ["init", str(ROOT / "sweeps" / "configs" / "builtin"), "--out", str(target)])
+    assert again.exit_code == 2 and "exists" in again.output
+    target.write_text(text.replace("# hyperparams.global.rounds: {values: [4]}", "hyperparams.global.rounds: {values: [1, 2]}"))
+    checked = CliRunner().invoke(app, ["validate", str(target)])
+    assert checked.exit_code == 0, checked.output
+    assert "2 trials on engine builtin" in checked.stdout
+
+
+def test_engines_lists_both(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["engines"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("builtin") and "usable: ok" in lines[0]
+    assert lines[1].startswith("ibmfl")
+
+
+def test_help_has_examples() -> None:
+    for command in ("run", "validate", "report", "plot", "init"):
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "seel " + command in result.stdout, command
+
+
+@pytest.mark.slow
+def test_dashboard_renders_and_ctrl_c_exits_130_leaving_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "SEEL_PORTS_DIR": str(tmp_path / "ports"), "COLUMNS": "140", "LINES": "50"}
+    child = pexpect.spawn(sys.executable, ["-m", "seel.cli", "run", str(ROOT / "sweeps" / "paper-table1.yml"),
+                                           "--out", str(out)], env=env, encoding="utf-8", timeout=60,
+                          dimensions=(50, 140))
+    child.expect("trials/min")
+    child.expect(r"best acc \S*0\.\d")
+    child.expect("max_timeout=")
+    child.sendintr()
+    child.expect("stopping every trial")
+    child.expect(pexpect.EOF, timeout=5)
+    child.close()
+    assert child.exitstatus == 130
+    spawned = [json.loads(line) for line in (out / "procs.jsonl").read_text().splitlines()]
+    for doc in (d for d in spawned if d["event"] == "spawn"):
+        with pytest.raises(ProcessLookupError):
+            os.kill(doc["pid"], 0)
+    assert (out / "results.parquet").exists()
