@@ -41,15 +41,8 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         title=f"Effect of each parameter on {metric} (ok trials, averaged over parties)",
         title_justify="left",
     )
-    for column in (
-        "parameter",
-        "values",
-        "spread of means",
-        "eta²",
-        "p",
-        "beyond noise",
-        "metrics beyond noise",
-    ):
+    summary.add_column("parameter", overflow="fold")
+    for column in ("values", "spread of means", "eta²", "p", "beyond noise", "metrics beyond noise"):
         summary.add_column(column, justify="right")
     for parameter in report.parameters:
         mine = [e for e in report.effects if e.parameter == parameter]
@@ -71,8 +64,8 @@ def show_report(report: Report, console: Console, metric: str) -> None:
     console.print(summary)
     console.print(
         Text(
-            "eta²: share of the variance explained by the parameter; p: permutation test "
-            "(999 shuffles); beyond noise: p < 0.05",
+            "eta²: share of the variance, within matched settings of the other parameters, explained "
+            "by this one; p: permutation test (999 shuffles within those settings); beyond noise: p < 0.05",
             style="dim",
         )
     )
