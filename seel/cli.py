@@ -151,6 +151,9 @@ def run(
             "--json", help="JSON Lines events on stdout, nothing else; human text on stderr."
         ),
     ] = False,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="One line per finished trial, even on a terminal.")
+    ] = False,
     port_range: Annotated[str | None, typer.Option(help="Ports to use, e.g. 6000-6999.")] = None,
     retries: Annotated[
         int,
@@ -193,7 +196,7 @@ def run(
             result, sig = asyncio.run(
                 _run_async(settings, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice()))
             )
-        elif sys.stdout.isatty():
+        elif sys.stdout.isatty() and not plain:
             from seel.render.live import LiveSink
 
             with LiveSink(_console(), metric) as live:

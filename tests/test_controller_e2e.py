@@ -50,7 +50,7 @@ def ledger(run_dir: Path) -> list[dict[str, object]]:
 @pytest.mark.slow
 def test_table1_survives_sigkill_and_resumes_losing_and_duplicating_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [*SEEL, "run", str(ROOT / "sweeps" / "paper-table1.yml"), "--out", str(out), "--parallel", "2"]
+    cmd = [*SEEL, "run", str(ROOT / "sweeps" / "paper-table1.yml"), "--out", str(out), "--parallel", "2", "--plain"]
     child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(tmp_path), env=seel_env(tmp_path), encoding="utf-8", timeout=120)
     child.expect(r"\[20/75\]")
     seen = spawned(out)
@@ -100,7 +100,8 @@ def test_two_sweeps_at_once_share_a_narrow_port_range_without_clashing(tmp_path:
 @pytest.mark.slow
 def test_ctrl_c_stops_everything_keeps_results_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    child = pexpect.spawn(SEEL[0], [*SEEL[1:], "run", str(ROOT / "sweeps" / "paper-table1.yml"), "--out", str(out)],
+    child = pexpect.spawn(SEEL[0], [*SEEL[1:], "run", str(ROOT / "sweeps" / "paper-table1.yml"), "--out", str(out),
+                                                "--plain"],
                           cwd=str(tmp_path), env=seel_env(tmp_path), encoding="utf-8", timeout=60)
     child.expect(r"\[ *3/75\]")
     child.sendintr()
