@@ -108,6 +108,7 @@ class Child:
         transcript: Path | None = None,
         failure_markers: Sequence[str] = (),
         on_line: Callable[[Child, Line], None] | None = None,
+        watch: Sequence[str | re.Pattern[str]] = (),
         tail_lines: int = 200,
         max_line_chars: int = 16_384,
         transcript_limit_bytes: int = 64 << 20,
@@ -115,6 +116,12 @@ class Child:
         self.name = name
         self._loop = asyncio.get_running_loop()
         self._failure_markers = tuple(failure_markers)
+        # Lines matching a marker the caller will wait for, kept apart from the bounded tail so a
+        # marker that came before its wait is found however much output followed it.
+        self._watched: dict[str | re.Pattern[str], deque[Line]] = {
+            m: deque(maxlen=16) for m in watch
+        }
+        self._watch_match = {m: matcher(m) for m in watch}
         self._on_line = on_line
         self._tail: deque[Line] = deque(maxlen=tail_lines)
         self._max_line = max_line_chars
@@ -126,6 +133,7 @@ class Child:
         self._transcript_left = transcript_limit_bytes
         self._t0 = time.monotonic()
         self.failure: FailureSeen | None = None
+        self.failures: list[FailureSeen] = []  # the first line of each failure marker seen
         self.eof = False
         self.exit_code: int | None = None
         self.exited: asyncio.Future[int | None] = self._loop.create_future()
@@ -208,11 +216,14 @@ class Child:
         line = Line(self._seq, time.monotonic(), text)
         self._tail.append(line)
         self._write_transcript(text)
-        if self.failure is None:
-            for marker in self._failure_markers:
-                if marker in text:
-                    self.failure = FailureSeen(self.name, marker, text, self.tail())
-                    break
+        for marker in self._failure_markers:
+            if marker in text and all(f.marker != marker for f in self.failures):
+                self.failures.append(FailureSeen(self.name, marker, text, self.tail()))
+                if self.failure is None:
+                    self.failure = self.failures[-1]
+        for key, seen in self._watched.items():
+            if self._watch_match[key](text):
+                seen.append(line)
         if self._on_line is not None:
             self._on_line(self, line)
         self._check_waiters(line)
@@ -268,7 +279,8 @@ class Child:
     async def expect(self, marker: str | re.Pattern[str], timeout_s: float, since: int = 1) -> Line:
         """Wait for a line with `marker` numbered `since` or later; raise on timeout or failure."""
         match = matcher(marker)
-        for line in self._tail:
+        earlier: list[Line] = [*self._watched.get(marker, ()), *self._tail]
+        for line in earlier:
             if line.seq >= since and match(line.text):
                 return line
         if self.failure is not None:
@@ -279,7 +291,8 @@ class Child:
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout_s):
-                return await waiter.future
+                found: Line = await waiter.future
+                return found
         except TimeoutError:
             label = marker.pattern if isinstance(marker, re.Pattern) else marker
             raise MarkerTimeout(self.name, label, timeout_s, self.tail()) from None

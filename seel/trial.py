@@ -90,6 +90,10 @@ class _TrialRun:
         self.metrics: dict[int, dict[str, float]] = {}
         self.failure: asyncio.Future[ChildError] = asyncio.get_running_loop().create_future()
         self._failures: dict[str, Failure] = {f.marker: f for f in self.engine.failures}
+        self._priority = {f.marker: i for i, f in enumerate(self.engine.failures)}
+        self._watch = [m for step in self.engine.lifecycle for m in step.expect] + [
+            self.engine.metrics_pattern
+        ]
 
     # -- watching output ------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class _TrialRun:
             transcript=self.dir / f"{name}.log",
             failure_markers=list(self._failures),
             on_line=self._on_line,
+            watch=self._watch,
         )
         self.children.append(child)
         self.r.run_dir.record_spawn(self.trial.trial_id, name, child.pid, child.pgid)
@@ -236,20 +241,20 @@ class _TrialRun:
 
     async def run(self) -> Outcome:
         status, reason, retryable = Status.OK, "", False
+        ended_by_child = False
         started_at = time.time()
         try:
             await self._lifecycle()
         except asyncio.CancelledError:
             status, reason = Status.INTERRUPTED, "the sweep was interrupted"
         except MarkerTimeout as exc:
-            status, reason = Status.TIMEOUT, str(exc)
+            phase_timeout = self._phase_timeout(self.phase or "")
+            status = Status.TIMEOUT
+            reason = f"{exc.child}: {exc.marker!r} not seen within the {self.phase} timeout of {phase_timeout:g} s"
         except FailureSeen as exc:
-            failure = self._failures.get(exc.marker)
-            status = Status(failure.status) if failure else Status.FAILED
-            retryable = bool(failure and failure.retry)
-            reason = str(exc)
+            status, reason, ended_by_child = Status.FAILED, str(exc), True
         except ChildExited as exc:
-            status, reason = Status.CRASHED, str(exc)
+            status, reason, ended_by_child = Status.CRASHED, str(exc), True
         except PortUnavailable as exc:
             status, reason, retryable = Status.FAILED, str(exc), True
         except (SeelError, OSError) as exc:
@@ -257,6 +262,13 @@ class _TrialRun:
         if status is not Status.OK and self.phase is not None and self.phase not in self.durations:
             self.durations[self.phase] = time.monotonic() - self.t0 - sum(self.durations.values())
         await self._shielded_cleanup(hurry=status is Status.INTERRUPTED)
+        seen = [f for c in self.children for f in c.failures if f.marker in self._priority]
+        if ended_by_child and seen:
+            # Classified once every child's output is in, by the most telling marker (their order
+            # in the engine): IBM FL prints "Traceback" before "Address already in use".
+            first = min(seen, key=lambda f: self._priority[f.marker])
+            failure = self._failures[first.marker]
+            status, retryable, reason = Status(failure.status), failure.retry, str(first)
         return Outcome(
             trial_id=self.trial.trial_id,
             index=self.trial.index,

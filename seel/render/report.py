@@ -42,7 +42,14 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         title_justify="left",
     )
     summary.add_column("parameter", overflow="fold")
-    for column in ("values", "spread of means", "eta²", "p", "beyond noise", "metrics beyond noise"):
+    for column in (
+        "values",
+        "spread of means",
+        "eta²",
+        "p",
+        "beyond noise",
+        "metrics beyond noise",
+    ):
         summary.add_column(column, justify="right")
     for parameter in report.parameters:
         mine = [e for e in report.effects if e.parameter == parameter]

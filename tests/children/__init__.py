@@ -1,0 +1,1 @@
+"""Small scripts that stand in for FL processes in tests."""
