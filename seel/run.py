@@ -69,7 +69,7 @@ def default_out(spec: SweepSpec) -> Path:
 async def run_sweep(settings: RunSettings, sink: Sink) -> RunResult:
     """Run or resume a sweep. Cancelling it stops every child and records what finished."""
     spec, engine, plan = prepare(settings)
-    out = settings.out or default_out(spec)
+    out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory
     parallel = settings.parallel or spec.parallel or default_parallel(engine)
     port_range = settings.port_range or spec.port_range
     plan_doc = {

@@ -153,9 +153,10 @@ def test_user_configs_are_never_modified(tmp_path: Path) -> None:
         "    - configs/config_party0.yml\n    - configs/config_party1.yml\n"
         "parameters:\n  hyperparams.global.rounds: {values: [1, 2]}\n"
     )
-    done = subprocess.run([*SEEL, "run", str(path), "--out", str(tmp_path / "run")], cwd=tmp_path,
+    done = subprocess.run([*SEEL, "run", "s.yml", "--out", "run"], cwd=tmp_path,  # relative paths
                           env=seel_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 ok" in done.stdout, done.stdout
     assert {p.name: p.read_bytes() for p in configs.iterdir()} == before
     trial_cfg = (tmp_path / "run" / "trials" / "t00001" / "config_agg.yml").read_text()
     assert "rounds: 2                    # training rounds" in trial_cfg
