@@ -179,19 +179,33 @@ class RunDir:
 
     # -- tables ---------------------------------------------------------------------------
 
-    def compact(self) -> list[Path]:
-        """Write results.parquet and results.csv from the ledger (latest record per trial)."""
+    def compact(self, chunk: int = 500) -> list[Path]:
+        """Write results.parquet and results.csv from the ledger (latest record per trial).
+
+        Two passes keep memory flat however long the ledger: the first finds each trial's latest
+        line, the second turns those into table rows a chunk at a time.
+        """
         import polars as pl
 
-        latest: dict[str, dict[str, Any]] = {}
-        for doc in read_ledger(self.ledger_path):
-            latest[str(doc.get("trial_id"))] = doc
-        rows = [
-            row
-            for doc in sorted(latest.values(), key=lambda d: d["index"])
-            for row in result_rows(doc)
-        ]
-        frame = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+        latest: dict[str, int] = {}
+        for number, doc in enumerate(read_ledger(self.ledger_path)):
+            latest[str(doc.get("trial_id"))] = number
+        keep = set(latest.values())
+        frames: list[pl.DataFrame] = []
+        rows: list[dict[str, Any]] = []
+        for number, doc in enumerate(read_ledger(self.ledger_path)):
+            if number in keep:
+                rows += result_rows(doc)
+            if len(rows) >= chunk:
+                frames.append(pl.from_dicts(rows, infer_schema_length=None))
+                rows = []
+        if rows:
+            frames.append(pl.from_dicts(rows, infer_schema_length=None))
+        frame = (
+            pl.concat(frames, how="diagonal_relaxed").sort("index", "party")
+            if frames
+            else pl.DataFrame()
+        )
         written = []
         for name, write in ((RESULTS_PARQUET, frame.write_parquet), (RESULTS_CSV, frame.write_csv)):
             tmp = self.path / f".{name}.tmp"

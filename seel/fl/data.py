@@ -8,6 +8,7 @@ IBM FL's format: an `.npz` file holding `x_train, y_train, x_test, y_test`.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +46,31 @@ def digits_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seel"
+
+
 def load_digits() -> tuple[FloatArray, IntArray]:
-    """The 1,797 8x8 digit images as rows of 64 features scaled to [0, 1], with their labels."""
-    raw = np.loadtxt(digits_path(), delimiter=",", dtype=np.float64)
+    """The 1,797 8x8 digit images as rows of 64 features scaled to [0, 1], with their labels.
+
+    The parsed table is cached as `.npy` (keyed by the source file's size and time), because
+    every process of every trial loads it and parsing the CSV costs more than reading it.
+    """
+    source = digits_path()
+    stat = source.stat()
+    cached = _cache_dir() / f"digits-{stat.st_size}-{stat.st_mtime_ns}.npy"
+    try:
+        raw = np.load(cached, allow_pickle=False)
+    except (OSError, ValueError):
+        raw = np.loadtxt(source, delimiter=",", dtype=np.float64)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("wb") as f:
+                np.save(f, raw, allow_pickle=False)
+            tmp.replace(cached)
+        except OSError:
+            pass  # a read-only home: parse every time
     return raw[:, :-1] / 16.0, raw[:, -1].astype(np.int64)
 
 

@@ -148,10 +148,16 @@ class LiveSink:
                 s.cells.setdefault(key, []).append(sum(values) / len(values))
         elif isinstance(event, SweepStopping):
             s.notice = f"{event.signal}: stopping every trial (STOP, then SIGTERM, then SIGKILL)..."
+            self.live.update(self.render(), refresh=True)  # now, not at the next tick
         elif isinstance(event, SweepFinished):
             self.finished = event
             s.done = True
-            s.notice = "interrupted: finished results are kept" if event.interrupted else ""
+            if event.interrupted:
+                s.notice = "\n".join(
+                    filter(
+                        None, [s.notice, "interrupted: every trial stopped, finished results kept"]
+                    )
+                )
 
     # -- drawing --------------------------------------------------------------------------
 
