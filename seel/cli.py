@@ -19,9 +19,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from seel.engine import Engine
 from seel.errors import SeelError
 from seel.events import Sink, SweepStopping
-from seel.run import RunResult, RunSettings
+from seel.plan import Plan
+from seel.run import RunResult, RunSettings, prepare
+from seel.sweep import SweepSpec
 
 EXIT_OK, EXIT_INFRA, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -89,7 +92,10 @@ MetricOpt = Annotated[
 
 
 async def _run_async(
-    settings: RunSettings, sink: Sink, ticker: Callable[[], Awaitable[None]] | None = None
+    settings: RunSettings,
+    prepared: tuple[SweepSpec, Engine, Plan],
+    sink: Sink,
+    ticker: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[RunResult, int | None]:
     from seel.run import run_sweep
 
@@ -108,7 +114,7 @@ async def _run_async(
         loop.add_signal_handler(sig, on_signal, sig)
     tick = asyncio.ensure_future(ticker()) if ticker is not None else None
     try:
-        result = await run_sweep(settings, sink)
+        result = await run_sweep(settings, sink, prepared)
     finally:
         if tick is not None:
             tick.cancel()
@@ -190,22 +196,27 @@ def run(
         python=python,
     )
     with _errors(debug):
+        prepared = prepare(settings)  # bad input fails here, before any output starts
         if json_events:
             from seel.render.jsonl import JsonLinesSink
 
             result, sig = asyncio.run(
-                _run_async(settings, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice()))
+                _run_async(
+                    settings, prepared, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice())
+                )
             )
         elif sys.stdout.isatty() and not plain:
             from seel.render.live import LiveSink
 
             with LiveSink(_console(), metric) as live:
-                result, sig = asyncio.run(_run_async(settings, live, live.ticker))
+                result, sig = asyncio.run(_run_async(settings, prepared, live, live.ticker))
             if live.finished is not None:
                 PlainSink(sys.stdout, metric).emit(live.finished)
         else:
             result, sig = asyncio.run(
-                _run_async(settings, FanOut(PlainSink(sys.stdout, metric), _StoppingNotice()))
+                _run_async(
+                    settings, prepared, FanOut(PlainSink(sys.stdout, metric), _StoppingNotice())
+                )
             )
     if result.interrupted or sig is not None:
         raise typer.Exit(EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT)

@@ -40,6 +40,15 @@ class PhaseReached:
 
 
 @dataclass(frozen=True)
+class PartyState:
+    """One party reached a state: ready, started, registered, evaluated, exited."""
+
+    trial_id: str
+    party: int
+    state: str
+
+
+@dataclass(frozen=True)
 class RoundFinished:
     trial_id: str
     round: int
@@ -73,6 +82,7 @@ Event = (
     SweepStarted
     | TrialStarted
     | PhaseReached
+    | PartyState
     | RoundFinished
     | TrialFinished
     | SweepStopping

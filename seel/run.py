@@ -66,9 +66,11 @@ def default_out(spec: SweepSpec) -> Path:
     return Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-async def run_sweep(settings: RunSettings, sink: Sink) -> RunResult:
+async def run_sweep(
+    settings: RunSettings, sink: Sink, prepared: tuple[SweepSpec, Engine, Plan] | None = None
+) -> RunResult:
     """Run or resume a sweep. Cancelling it stops every child and records what finished."""
-    spec, engine, plan = prepare(settings)
+    spec, engine, plan = prepared or prepare(settings)
     out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory
     parallel = settings.parallel or spec.parallel or default_parallel(engine)
     port_range = settings.port_range or spec.port_range

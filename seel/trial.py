@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
 from seel.engine import Engine, Failure, Step
 from seel.errors import PortUnavailable, SeelError
-from seel.events import PhaseReached, RoundFinished, Sink
+from seel.events import PartyState, PhaseReached, RoundFinished, Sink
 from seel.outcome import Outcome, PartyResult, Status
 from seel.plan import Plan
 from seel.ports import PortAllocator
@@ -27,6 +28,13 @@ from seel.store import RunDir
 from seel.sweep import TrialSpec
 
 _MAX_METRICS_LINE = 16_384
+_PARTY_STATE = {
+    "init": "ready",
+    "start": "started",
+    "register": "registered",
+    "eval": "evaluated",
+    "stop": "stopped",
+}
 
 
 def parse_metrics(text: str) -> dict[str, float] | None:
@@ -166,13 +174,20 @@ class _TrialRun:
         remaining = max(0.0, deadline - time.monotonic())
         waits: list[Any] = []
         for child in targets:
-            waits += [child.expect(m, remaining, since=marks[child]) for m in step.expect]
+            mine: list[Awaitable[Any]] = [
+                child.expect(m, remaining, since=marks[child]) for m in step.expect
+            ]
             if step.expect_metrics:
-                waits.append(
+                mine.append(
                     child.expect(self.engine.metrics_pattern, remaining, since=marks[child])
                 )
             if step.expect_exit:
-                waits.append(self._expect_exit(child, remaining))
+                mine.append(self._expect_exit(child, remaining))
+            waits.append(
+                asyncio.gather(*mine)
+                if child is self.aggregator
+                else self._party_done(child, step.phase, mine)
+            )
         gathered: asyncio.Future[Any] = asyncio.gather(*waits)
         racing: set[asyncio.Future[Any]] = {gathered, self.failure}
         await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
@@ -181,6 +196,11 @@ class _TrialRun:
             await asyncio.gather(gathered, return_exceptions=True)
             raise self.failure.result()
         gathered.result()
+
+    async def _party_done(self, child: Child, phase: str, waits: list[Any]) -> None:
+        await asyncio.gather(*waits)
+        state = _PARTY_STATE.get(phase, phase)
+        self.r.sink.emit(PartyState(self.trial.trial_id, self.parties.index(child), state))
 
     async def _expect_exit(self, child: Child, timeout_s: float) -> None:
         if not await child.wait_exit(timeout_s):

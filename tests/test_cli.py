@@ -153,3 +153,10 @@ def test_dashboard_renders_and_ctrl_c_exits_130_leaving_nothing(tmp_path: Path) 
         with pytest.raises(ProcessLookupError):
             os.kill(doc["pid"], 0)
     assert (out / "results.parquet").exists()
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in (ROOT / "sweeps").glob("*.yml")))
+def test_every_shipped_sweep_validates(sweep: str) -> None:
+    result = CliRunner().invoke(app, ["validate", str(ROOT / "sweeps" / sweep), "--show", "1"])
+    assert result.exit_code == 0, result.output
+    assert "all checked" in result.stdout

@@ -206,6 +206,10 @@ def test_quorum_below_one_drops_the_straggler(tmp_path: Path) -> None:
         agg.expect("Finished Global Training")
         agg.send("STOP")
         assert agg.exit_code() == 0
+        # the straggler stops with its late round still in flight: quietly, with no traceback
+        parties[1].expect("received a STOP request")
+        assert parties[1].exit_code() == 0
+        assert "Traceback" not in parties[1].output()
 
 
 def test_termination_accuracy_ends_training_early(tmp_path: Path) -> None:

@@ -296,8 +296,8 @@ class Aggregator:
             await wire.write_message(writer, reply)
         except wire.WireError as exc:
             self.log.error(f"Rejected a message from {_peer(peer)}: {exc}")
-        except OSError:
-            pass
+        except (OSError, asyncio.CancelledError):
+            pass  # a client that hung up, or the process stopping mid-request
         finally:
             writer.close()
 

@@ -136,6 +136,11 @@ class Party:
             self.log.error(f"Rejected a message: {exc}")
         except OSError:
             pass  # the aggregator hung up: a late reply it no longer wants
+        except asyncio.CancelledError:
+            # The process is stopping with this request in flight (a straggler's late round).
+            # Ending quietly matters: Python 3.11's stream callback prints a traceback for a
+            # handler task that ends cancelled.
+            pass
         finally:
             writer.close()
         if stopping and self.console is not None:

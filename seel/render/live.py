@@ -21,6 +21,7 @@ from rich.text import Text
 
 from seel.events import (
     Event,
+    PartyState,
     PhaseReached,
     RoundFinished,
     SweepFinished,
@@ -62,6 +63,7 @@ class _Running:
     round: int = 0
     rounds: int | None = None
     accuracy: float | None = None
+    parties: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +131,12 @@ class LiveSink:
             run = s.running.get(event.trial_id)
             if run is not None:
                 run.phase, run.process = event.phase, event.process
+                if event.phase == "train":
+                    run.parties = dict.fromkeys(run.parties, "training")
+        elif isinstance(event, PartyState):
+            run = s.running.get(event.trial_id)
+            if run is not None:
+                run.parties[event.party] = event.state
         elif isinstance(event, RoundFinished):
             run = s.running.get(event.trial_id)
             if run is not None:
@@ -207,7 +215,7 @@ class LiveSink:
 
     def _running_table(self) -> Table:
         table = Table(title="running", title_justify="left", expand=False, pad_edge=False)
-        for column in ("trial", "parameters", "phase", "round", "acc", "elapsed"):
+        for column in ("trial", "parameters", "phase", "round", "acc", "elapsed", "parties"):
             table.add_column(column)
         now = time.monotonic()
         for trial_id, run in list(self.state.running.items())[:_MAX_RUNNING_ROWS]:
@@ -224,6 +232,7 @@ class LiveSink:
                 Text(rounds),
                 Text("" if run.accuracy is None else f"{run.accuracy:.4f}"),
                 Text(f"{now - run.started:.1f} s"),
+                Text(" ".join(f"{i}:{state}" for i, state in sorted(run.parties.items()))),
             )
         return table
 
