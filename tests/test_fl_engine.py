@@ -199,7 +199,7 @@ def test_party_hang_without_max_timeout_waits_until_stopped(tmp_path: Path) -> N
 def test_quorum_below_one_drops_the_straggler(tmp_path: Path) -> None:
     sims = {1: {"delay_s": 30}}
     with federation(tmp_path, agg={"perc_quorum": 0.5, "rounds": 2}, sims=sims) as fed:
-        agg, _parties = fed.up()
+        agg, parties = fed.up()
         agg.send("TRAIN")
         rounds = [agg.expect(f"Finished round {r} of 2", timeout=10) for r in (1, 2)]
         assert all("[n_replies=1] [parties=0]" in line for line in rounds)
