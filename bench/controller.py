@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.flkit import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -163,19 +166,6 @@ def seel_run(sweep: Path, out: Path, parallel: int) -> Watched:
 
 
 # -- 1. the paper's driver ------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` ports free right now, from the kernel's ephemeral range (outside SEEL's default range)."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def paper_driver(work: Path, trials: int) -> tuple[float, int]:
