@@ -204,14 +204,12 @@ def _permutation_p(
     if observed <= 0 or len(values) < 3:
         return 1.0
     rng = np.random.default_rng(0)
-    order = np.argsort(strata, kind="stable")
-    bounds = np.flatnonzero(np.diff(strata[order])) + 1
-    blocks = np.split(order, bounds)
+    # Positions grouped by stratum; a shuffle within strata is a sort by stratum + random fraction.
+    by_stratum = np.argsort(strata, kind="stable")
+    shuffled = np.empty_like(groups)
     hits = 0
     for _ in range(_PERMUTATIONS):
-        shuffled = groups.copy()
-        for block in blocks:
-            shuffled[block] = groups[rng.permutation(block)]
+        shuffled[by_stratum] = groups[np.argsort(strata + rng.random(len(groups)))]
         hits += _eta_squared(values, shuffled, k) >= observed - 1e-12
     return (1 + hits) / (1 + _PERMUTATIONS)
 
