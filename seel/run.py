@@ -90,7 +90,7 @@ async def run_sweep(
     result = RunResult(run_dir=out, tally=Tally())
     started = time.monotonic()
     try:
-        result.strays_stopped = run_dir.stop_strays()
+        result.strays_stopped = await asyncio.to_thread(run_dir.stop_strays)  # it waits for them
         done = run_dir.done_ids()
         run_id = str(run_dir.plan["run_id"])
         sink.emit(
