@@ -16,6 +16,7 @@ import polars as pl
 
 from seel.analysis import _effect, _sort_key, load_results, metric_columns
 from seel.errors import RunDirError
+from seel.render.text import short_name, value_text
 
 _UNITS = {"max_timeout": "s", "delay_s": "s", "jitter_s": "s", "timeout": "s"}
 _ANNOTATE_MAX_CELLS = 120
@@ -23,13 +24,9 @@ _ANNOTATE_MAX_CELLS = 120
 
 def label(parameter: str) -> str:
     """An axis label: the key's last part, with its unit where known."""
-    short = parameter.rsplit(".", 1)[-1]
+    short = short_name(parameter)
     unit = next((u for key, u in _UNITS.items() if short.endswith(key)), None)
     return f"{short} ({unit})" if unit else short
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _grid(
@@ -88,15 +85,17 @@ def _heat_panels(
             cell = part if facet is None else part.filter(pl.col(facet) == col_value)
             grid = _grid(cell, x, y, column, xs, ys)
             image = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
-            ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
+            ax.set_xticks(
+                range(len(xs)), [value_text(v) for v in xs], rotation=45 if len(xs) > 6 else 0
+            )
+            ax.set_yticks(range(len(ys)), [value_text(v) for v in ys])
             ax.set_xlabel(label(x))
             ax.set_ylabel(label(y))
             heading = []
             if row_key is not None:
                 heading.append(f"party {row_value}")
             if facet is not None:
-                heading.append(f"{label(facet)} = {_fmt(col_value)}")
+                heading.append(f"{label(facet)} = {value_text(col_value)}")
             ax.set_title(", ".join(heading), fontsize=9)
             if grid.size <= _ANNOTATE_MAX_CELLS:
                 for (i, j), value in np.ndenumerate(grid):
@@ -144,7 +143,7 @@ def marginal_plot(frame: pl.DataFrame, params: list[str], metric: str, out: Path
             ax.plot(pos, mean, marker="o", label=f"party {party}")
             ax.fill_between(pos, mean - ci, mean + ci, alpha=0.2)
             if not numeric:
-                ax.set_xticks(pos, [_fmt(v) for v in xs])
+                ax.set_xticks(pos, [value_text(v) for v in xs])
         ax.set_xlabel(label(parameter))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -17,6 +17,11 @@ from seel.errors import SpecError
 _SKIP_LEAVES = {"port", "party_index", "num_classes"}
 
 
+def _listed(path: str) -> bool:
+    """Whether a numeric key is a hyperparameter to offer (ports and indexes are not)."""
+    return path.rsplit(".", 1)[-1] not in _SKIP_LEAVES
+
+
 def numeric_leaves(doc: Any, prefix: str = "") -> Iterator[tuple[str, int | float]]:
     """Dotted paths and values of every int or float (not bool) in a config."""
     if isinstance(doc, dict):
@@ -43,7 +48,7 @@ def _candidates(doc: Any, prefix: str) -> list[str]:
     return [
         f"  # {prefix}{path}: {{values: [{value!r}]}}"
         for path, value in numeric_leaves(yamledit.to_plain(doc))
-        if path.rsplit(".", 1)[-1] not in _SKIP_LEAVES
+        if _listed(path)
     ]
 
 
@@ -73,18 +78,14 @@ def starter_sweep(config_dir: Path, engine: str, out: Path) -> str:
     for doc in plain[1:]:
         theirs = dict(numeric_leaves(doc))
         shared = {k: v for k, v in shared.items() if theirs.get(k) == v}
-    shared_lines = [
-        f"  # party.{k}: {{values: [{v!r}]}}"
-        for k, v in shared.items()
-        if k.rsplit(".", 1)[-1] not in _SKIP_LEAVES
-    ]
+    shared_lines = [f"  # party.{k}: {{values: [{v!r}]}}" for k, v in shared.items() if _listed(k)]
     if shared_lines:
         lines += ["  # every party (the same value in each config now)", *shared_lines]
     for i, doc in enumerate(plain):
         own = [
             f"  # party[{i}].{k}: {{values: [{v!r}]}}"
             for k, v in numeric_leaves(doc)
-            if k not in shared and k.rsplit(".", 1)[-1] not in _SKIP_LEAVES
+            if k not in shared and _listed(k)
         ]
         if own:
             lines += [f"  # party {i} only", *own]

@@ -173,7 +173,9 @@ class RunDir:
                     os.killpg(int(doc["pgid"]), sig)
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and any(_proc_start_ticks(d["pid"]) for d in strays):
-                time.sleep(0.05)  # processes that are not our children: no pidfd wait; run in a thread
+                time.sleep(
+                    0.05
+                )  # processes that are not our children: no pidfd wait; run in a thread
         self._procs.truncate(0)
         return [int(d["pid"]) for d in strays]
 

@@ -32,6 +32,7 @@ from seel.events import (
 )
 from seel.outcome import Status
 from seel.render.best import BestTracker, lower_is_better
+from seel.render.text import short_name, value_text
 
 REFRESH_S = 0.25
 _MAX_RUNNING_ROWS = 12
@@ -43,14 +44,6 @@ _STATUS_STYLE = {
     "failed": "magenta",
     "interrupted": "dim",
 }
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -219,7 +212,7 @@ class LiveSink:
             table.add_column(column)
         now = time.monotonic()
         for trial_id, run in list(self.state.running.items())[:_MAX_RUNNING_ROWS]:
-            params = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in run.params.items())
+            params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in run.params.items())
             rounds = (
                 f"{run.round} of {run.rounds}"
                 if run.rounds
@@ -240,7 +233,7 @@ class LiveSink:
         best = self.best.as_json()
         if best is None:
             return Text(f"best {self.metric}: —", style="dim")
-        params = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in best["params"].items())
+        params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
         return Text.assemble(
             (f"best {self.metric} ", "bold"),
             (f"{best['value']:.4f}", "bold green"),
@@ -256,11 +249,11 @@ class LiveSink:
         means = {k: sum(v) / len(v) for k, v in s.cells.items()}
         low, high = min(means.values()), max(means.values())
         table = Table(show_lines=False, pad_edge=False)
-        table.add_column(_short(names[1]), justify="right")
+        table.add_column(short_name(names[1]), justify="right")
         for x in xs:
-            table.add_column(_fmt(x), justify="center")
+            table.add_column(value_text(x), justify="center")
         for y in ys:
-            cells = [Text(_fmt(y))]
+            cells = [Text(value_text(y))]
             for x in xs:
                 value = means.get((x, y))
                 if value is None:
@@ -272,7 +265,7 @@ class LiveSink:
                 cells.append(Text(f"{value:.3f}", style=f"black on {_colour(share)}"))
             table.add_row(*cells)
         title = Text(
-            f"{self.metric} by {_short(names[1])} (rows) and {_short(names[0])} (columns), "
+            f"{self.metric} by {short_name(names[1])} (rows) and {short_name(names[0])} (columns), "
             "mean over finished trials",
             style="italic",
         )

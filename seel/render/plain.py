@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from seel.events import Event, SweepFinished, SweepStarted, TrialFinished
-
-
-def _short(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+from seel.render.text import value_text
 
 
 class PlainSink:
@@ -40,7 +37,9 @@ class PlainSink:
                 self._print(f"       {o.trial_id} {o.status} ({o.reason}); retrying")
                 return
             self.finished += 1
-            params = " ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in o.params.items())
+            params = " ".join(
+                f"{k.rsplit('.', 1)[-1]}={value_text(v)}" for k, v in o.params.items()
+            )
             where = f"@{o.phase}" if o.phase else ""
             values = [p.metrics.get(self.metric) for p in o.parties]
             shown = ",".join("-" if v is None else f"{v:.4f}" for v in values)

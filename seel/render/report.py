@@ -9,16 +9,13 @@ from rich.table import Table
 from rich.text import Text
 
 from seel.analysis import STATUSES, Report
+from seel.render.text import short_name
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "—" if value != value else f"{value:.4g}"
     return str(value)
-
-
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
 
 
 def show_report(report: Report, console: Console, metric: str) -> None:
@@ -94,7 +91,7 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         rates.add_column(column, justify="right")
     for r in report.rates:
         rates.add_row(
-            Text(_short(r.parameter)),
+            Text(short_name(r.parameter)),
             Text(_fmt(r.value)),
             str(r.trials),
             *(f"{r.rate(s):.1%}" for s in STATUSES[1:4]),
@@ -115,6 +112,6 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         best.add_column("n", justify="right")
         best.add_column("parameters")
         for row in rows:
-            params = " ".join(f"{_short(k)}={_fmt(v)}" for k, v in row["params"].items())
+            params = " ".join(f"{short_name(k)}={_fmt(v)}" for k, v in row["params"].items())
             best.add_row(_fmt(row["mean"]), str(row["n"]), Text(params))
         console.print(best)
