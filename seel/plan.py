@@ -14,7 +14,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 
 from seel import yamledit
-from seel.engine import Engine, ProcessDef
+from seel.engine import Engine, ProcessDef, Validator
 from seel.errors import SpecError
 from seel.sweep import SweepSpec, Target, TrialSpec
 
@@ -68,12 +68,18 @@ class Plan:
         base_parties = [yamledit.to_plain(d) for d in self.party_bases]
         for _, target, value in self.spec.fixed:
             self._apply_plain(base_agg, base_parties, target, value)
-        self._check(check, base_agg, base_parties, "configs", None)
+        problem = self._problem(check, base_agg, base_parties)
+        if problem is not None:
+            raise problem
         for param in self.spec.parameters:
             for value in param.values:
                 agg, parties = copy.deepcopy(base_agg), copy.deepcopy(base_parties)
                 self._apply_plain(agg, parties, param.target, value)
-                self._check(check, agg, parties, f"parameters.{param.name}", value)
+                problem = self._problem(check, agg, parties)
+                if problem is not None:
+                    raise SpecError(
+                        self.spec.path, f"parameters.{param.name}", f"value {value!r}: {problem}"
+                    )
 
     def _docs_with_defs(self) -> list[tuple[Path, CommentedMap, ProcessDef]]:
         out = [(self.spec.aggregator_config, self.aggregator_base, self.engine.aggregator)]
@@ -97,22 +103,20 @@ class Plan:
             return list(parties)
         return [parties[target.party_index]]
 
-    def _check(
-        self, check: Any, agg: dict[str, Any], parties: list[dict[str, Any]], key: str, value: Any
-    ) -> None:
+    def _problem(
+        self, check: Validator, agg: dict[str, Any], parties: list[dict[str, Any]]
+    ) -> SpecError | None:
+        """What the engine's checker says of these configs, as (config file, key, why)."""
         try:
             check(agg, parties, self.spec.aggregator_config, list(self.spec.party_configs))
         except Exception as exc:
-            inner_key, why = getattr(exc, "key", None), getattr(exc, "why", None)
+            why = getattr(exc, "why", None)
             if why is None:
                 raise
-            where = f"{getattr(exc, 'path', '')}: {inner_key}: " if inner_key else ""
-            shown = "" if value is None else f"value {value!r}: "
-            if key == "configs":
-                raise SpecError(
-                    getattr(exc, "path", self.spec.path), str(inner_key or ""), str(why)
-                ) from None
-            raise SpecError(self.spec.path, key, f"{shown}{where}{why}") from None
+            return SpecError(
+                getattr(exc, "path", self.spec.path), str(getattr(exc, "key", "") or ""), str(why)
+            )
+        return None
 
     # -- rendering ------------------------------------------------------------------------
 
