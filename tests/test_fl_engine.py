@@ -162,7 +162,9 @@ def test_party_crash_at_round_ends_training_with_quorum_error(tmp_path: Path, ma
         agg.expect("Finished round 1 of 3")
         parties[1].expect("SimulatedCrash: simulated crash at round 2")
         assert parties[1].exit_code() == 1
-        line = agg.expect("[n_parties_queried=2] [quorum_threshold=2] [n_replies=1]")
+        # Quorum is out of reach the moment party 1's connection closes, so the aggregator fails at
+        # once: whether party 0's reply had arrived by then (n_replies 0 or 1) is a matter of timing.
+        line = agg.expect_line(r"ERROR .*\[n_parties_queried=2\] \[quorum_threshold=2\] \[n_replies=[01]\]")
         assert "ERROR" in line
         assert agg.exit_code() == 4
         parties[0].expect("received a STOP request")
