@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not reliability_full"
 
 test-reliability: $(STAMP)
-	$(BIN)/python -m pytest -q -m reliability_full
+	$(BIN)/python -m pytest -q tests/reliability
 
 lint: $(STAMP)
 	$(BIN)/ruff check seel tests bench
