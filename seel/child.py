@@ -7,6 +7,8 @@ pexpect spawns the child (its own session, so its own process group) and sends l
    with timestamps as it arrives, and kept only as a bounded tail: a child that prints 100 MB
    does not grow the controller.
 2. Exit is seen through a pidfd, so nothing polls; the child is reaped here, never by pexpect.
+   A child forked by the fork server (seel/forkserver.py) is started on a pty made here, and its
+   exit is reported by the server, which reaps it when told to.
 3. Stopping is a ladder: the engine's stop line, a grace period, SIGTERM to the group, a grace
    period, SIGKILL. Every rung is written to the transcript.
 """
@@ -17,21 +19,26 @@ import asyncio
 import codecs
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import signal
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pexpect
 
 from seel.errors import SeelError
+from seel.forkserver import ForkServer
 
 _READ_SIZE = 1 << 16
+_DIMENSIONS = (24, 500)
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ class Child:
         tail_lines: int = 200,
         max_line_chars: int = 16_384,
         transcript_limit_bytes: int = 64 << 20,
+        forked: tuple[ForkServer, int, int, asyncio.Future[int | None]] | None = None,
     ) -> None:
         self.name = name
         self._loop = asyncio.get_running_loop()
@@ -139,26 +147,68 @@ class Child:
         self.exited: asyncio.Future[int | None] = self._loop.create_future()
         if transcript is not None:
             self._transcript = transcript.open("ab", buffering=0)
-        self._proc = pexpect.spawn(
-            argv[0],
-            list(argv[1:]),
-            cwd=str(cwd),
-            env=dict(env) if env is not None else None,
-            echo=False,
-            dimensions=(24, 500),
-        )
-        for owner in (self._proc, self._proc.ptyproc):
-            owner.delaybeforesend = None
-            owner.delayafterclose = 0
-            owner.delayafterterminate = 0
-        self.pid: int = self._proc.pid
-        self.pgid: int = os.getpgid(self.pid)
-        self._fd: int = self._proc.child_fd
-        self._note(f"spawned pid {self.pid} (group {self.pgid}): {' '.join(argv)}")
+        self._proc: pexpect.spawn | None = None
+        self._server = forked[0] if forked is not None else None
+        self._pidfd = -1
+        if forked is None:
+            self._proc = pexpect.spawn(
+                argv[0],
+                list(argv[1:]),
+                cwd=str(cwd),
+                env=dict(env) if env is not None else None,
+                echo=False,
+                dimensions=_DIMENSIONS,
+            )
+            for owner in (self._proc, self._proc.ptyproc):
+                owner.delaybeforesend = None
+                owner.delayafterclose = 0
+                owner.delayafterterminate = 0
+            self.pid: int = self._proc.pid
+            self.pgid: int = os.getpgid(self.pid)
+            self._fd: int = self._proc.child_fd
+        else:
+            _, self.pid, self._fd, exited = forked
+            self.pgid = self.pid  # the fork server's child leads its own session
+        how = "spawned" if forked is None else "forked"
+        self._note(f"{how} pid {self.pid} (group {self.pgid}): {' '.join(argv)}")
         os.set_blocking(self._fd, False)
         self._loop.add_reader(self._fd, self._on_readable)
-        self._pidfd = os.pidfd_open(self.pid)
-        self._loop.add_reader(self._pidfd, self._on_exit)
+        if forked is None:
+            self._pidfd = os.pidfd_open(self.pid)
+            self._loop.add_reader(self._pidfd, self._on_exit)
+        else:
+            exited.add_done_callback(self._on_forked_exit)
+
+    @classmethod
+    async def start(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        forkserver: ForkServer | None = None,
+        **options: Any,
+    ) -> Child:
+        """A child forked by a running fork server when it preloads argv's module, else spawned."""
+        module = forkserver.accepts(argv) if forkserver is not None else None
+        if forkserver is None or module is None:
+            return cls(name, argv, cwd=cwd, env=env, **options)
+        master, tty = os.openpty()
+        try:
+            attrs = termios.tcgetattr(tty)
+            attrs[3] &= ~termios.ECHO
+            termios.tcsetattr(tty, termios.TCSANOW, attrs)
+            fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", *_DIMENSIONS, 0, 0))
+            pid, exited = await forkserver.launch(module, argv, cwd, env, tty)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(tty)
+        return cls(
+            name, argv, cwd=cwd, env=env, forked=(forkserver, pid, master, exited), **options
+        )
 
     # -- output -----------------------------------------------------------------------------
 
@@ -259,7 +309,18 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
-        self.exit_code = os.waitstatus_to_exitcode(status)
+        self._finish(os.waitstatus_to_exitcode(status))
+
+    def _on_forked_exit(self, exited: asyncio.Future[int | None]) -> None:
+        # The fork server holds the zombie until told to reap it, for the same reason.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        assert self._server is not None
+        self._server.reap(self.pid)
+        self._finish(exited.result())
+
+    def _finish(self, exit_code: int | None) -> None:
+        self.exit_code = exit_code
         self._on_readable_until_drained()
         self._on_eof()
         self._note(f"exited with code {self.exit_code}")
@@ -305,7 +366,7 @@ class Child:
             raise ChildExited(self.name, self.exit_code, self.tail())
         self._note(f"sent {text!r}")
         try:
-            self._proc.send(text + "\n")
+            os.write(self._fd, (text + "\n").encode())
         except OSError:
             raise ChildExited(self.name, self.exit_code, self.tail()) from None
 
@@ -343,15 +404,20 @@ class Child:
         if not self.eof:
             self._loop.remove_reader(self._fd)
             self.eof = True
-        if not self.exited.done():
+        if not self.exited.done() and self._pidfd >= 0:
             self._loop.remove_reader(self._pidfd)
-        with contextlib.suppress(OSError):
-            os.close(self._pidfd)
-        with contextlib.suppress(OSError):
-            self._proc.ptyproc.fileobj.close()
-        self._proc.ptyproc.closed = True
-        self._proc.closed = True
-        self._proc.child_fd = -1
+        if self._pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.ptyproc.fileobj.close()
+            self._proc.ptyproc.closed = True
+            self._proc.closed = True
+            self._proc.child_fd = -1
+        else:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
         if self._transcript is not None:
             self._transcript.close()
             self._transcript = None

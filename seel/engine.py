@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,8 @@ class Engine:
     stop_term_grace_s: float
     max_parallel: int | None
     validate: str | None
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment of every process
+    preload: tuple[str, ...] = ()  # modules run with `{python} -m` that a fork server preloads
 
     def argv(self, process: ProcessDef, config: str) -> list[str]:
         """The command line of a process for a config file."""
@@ -94,6 +96,15 @@ class Engine:
             part.replace("{python}", self.python).replace("{config}", config)
             for part in process.command
         ]
+
+    def preloaded(self) -> bool:
+        """Whether a fork server would start any of this engine's processes."""
+        return any(
+            p.command[:2] == ("{python}", "-m")
+            and len(p.command) > 2
+            and p.command[2] in self.preload
+            for p in (self.aggregator, self.party)
+        )
 
     def validator(self) -> Validator | None:
         """The engine's config checker (`module:function`), if it has one."""
@@ -251,6 +262,8 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "stop",
             "max_parallel",
             "validate",
+            "env",
+            "preload",
         },
     )
     python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
@@ -287,6 +300,10 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
     if cwd not in ("trial", "config"):
         raise r.fail("cwd", "expected trial or config")
     max_parallel = r.get(doc, "max_parallel", int, None)
+    env = r.get(doc, "env", dict, {})
+    for name, value in env.items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise r.fail(f"env.{name}", f"expected a string, got {value!r}")
     return Engine(
         name=r.get(doc, "name", str, "custom"),
         description=r.get(doc, "description", str, ""),
@@ -306,6 +323,8 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         stop_term_grace_s=float(stop.get("term_grace_s", 2.0)),
         max_parallel=max_parallel,
         validate=r.get(doc, "validate", str, None),
+        env={str(k): _expand_env(str(v)) for k, v in env.items()},
+        preload=r.strings(doc, "preload"),
     )
 
 

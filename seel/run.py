@@ -122,6 +122,8 @@ async def run_sweep(
             await scheduler.run()
         except asyncio.CancelledError:
             result.interrupted = True
+        finally:
+            await runner.aclose()
         result.results = run_dir.compact()
         sink.emit(
             SweepFinished(

@@ -21,6 +21,7 @@ from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, Marker
 from seel.engine import Engine, Failure, Step
 from seel.errors import PortUnavailable, SeelError
 from seel.events import PartyState, PhaseReached, RoundFinished, Sink
+from seel.forkserver import ForkServer
 from seel.outcome import Outcome, PartyResult, Status
 from seel.plan import Plan
 from seel.ports import PortAllocator
@@ -72,10 +73,47 @@ class LocalRunner:
         self.sink = sink
         self.timeouts = timeouts
         self.stop_grace_s = stop_grace_s
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.engine.env}
+        self._forkserver: ForkServer | None = None
+        self._forkserver_up: asyncio.Future[bool] | None = None
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
         """Run one trial to its outcome; never raises for anything the trial did."""
         return await _TrialRun(self, trial, attempt).run()
+
+    async def forkserver(self) -> ForkServer | None:
+        """The sweep's fork server, started on first use, if the engine preloads modules.
+
+        None if it has none or the server cannot start: processes are then spawned cold.
+        """
+        engine = self.plan.engine
+        if not engine.preloaded():
+            return None
+        if self._forkserver_up is None:
+            server = ForkServer(
+                engine.python, engine.preload, self.env, self.run_dir.path / "forkserver.log"
+            )
+            self._forkserver = server
+            self._forkserver_up = asyncio.ensure_future(self._start_forkserver(server))
+        up = await asyncio.shield(self._forkserver_up)
+        return self._forkserver if up else None
+
+    async def _start_forkserver(self, server: ForkServer) -> bool:
+        up = await server.start()
+        if server.pid is not None:
+            self.run_dir.record_spawn("", "forkserver", server.pid, server.pid)
+        return up
+
+    async def aclose(self) -> None:
+        """Stop what the runner keeps between trials (the fork server)."""
+        server, self._forkserver = self._forkserver, None
+        if server is None:
+            return
+        if self._forkserver_up is not None and not self._forkserver_up.done():
+            await asyncio.gather(self._forkserver_up, return_exceptions=True)
+        await server.aclose()
+        if server.pid is not None:
+            self.run_dir.record_reaped(server.pid)
 
 
 class _TrialRun:
@@ -145,13 +183,13 @@ class _TrialRun:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path) -> Child:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        child = Child(
+    async def _spawn(self, name: str, argv: list[str], cwd: Path) -> Child:
+        child = await Child.start(
             name,
             argv,
             cwd=cwd,
-            env=env,
+            env=self.r.env,
+            forkserver=await self.r.forkserver(),
             transcript=self.dir / f"{name}.log",
             failure_markers=list(self._failures),
             on_line=self._on_line,
@@ -212,13 +250,12 @@ class _TrialRun:
         self.dir.mkdir(parents=True, exist_ok=True)
         agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
         cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
-        self.aggregator = self._spawn(
+        self.aggregator = await self._spawn(
             "aggregator", self.engine.argv(self.engine.aggregator, str(agg_cfg)), cwd
         )
-        self.parties = [
-            self._spawn(f"party{i}", self.engine.argv(self.engine.party, str(cfg)), cwd)
-            for i, cfg in enumerate(party_cfgs)
-        ]
+        for i, cfg in enumerate(party_cfgs):
+            argv = self.engine.argv(self.engine.party, str(cfg))
+            self.parties.append(await self._spawn(f"party{i}", argv, cwd))
         marks: dict[Child, int] = {}
         phase_start = deadline = 0.0
         for step in self.engine.lifecycle:
@@ -229,7 +266,9 @@ class _TrialRun:
                 self.phase, phase_start = step.phase, now
                 deadline = now + self._phase_timeout(step.phase)
                 self.stopping = step.phase == "stop"
-                marks = {c: c.mark() for c in self.children}
+                # Lines count from the phase's start, the first phase's from each spawn: a child
+                # may print its first marker while the next one is being started.
+                marks = {c: c.mark() if marks else 1 for c in self.children}
                 self.r.sink.emit(
                     PhaseReached(self.trial.trial_id, step.process, step.phase, now - self.t0)
                 )
