@@ -4,7 +4,9 @@ from a marker to the next command, its own CPU per trial, and its memory from 75
     python bench/controller.py [--baseline-trials N] [--small-trials N] [--big-trials N] [--parallel N]
 
 1. Throughput: bench/paper_driver.sh (the paper's Listings 1 and 2 on the built-in engine) runs
-   the first N trials of Table I; `seel run sweeps/paper-table1.yml` runs all 75.
+   the first N trials of Table I; `seel run sweeps/paper-table1.yml` runs all 75, as shipped
+   (processes forked from a warm interpreter) and once more with `preload: []` (each process
+   started cold, as the driver starts them).
 2. Marker to command: every child transcript (`trials/*/NAME.log`) stamps each line with the
    controller's monotonic clock when it was read, relative to that child's spawn, and notes every
    line sent. Only pairs within one transcript are compared, where the marker alone completed the
@@ -168,6 +170,16 @@ def seel_run(sweep: Path, out: Path, parallel: int) -> Watched:
 # -- 1. the paper's driver ------------------------------------------------------------------------
 
 
+def cold_table1(folder: Path) -> Path:
+    """Table I with the fork server off: every process a cold `python -m` start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = TABLE1.read_text().replace("engine: builtin", "engine: {extends: builtin, preload: []}")
+    text = text.replace("configs/builtin/", f"{TABLE1.parent}/configs/builtin/")
+    path = folder / "paper-table1-cold.yml"
+    path.write_text(text)
+    return path
+
+
 def paper_driver(work: Path, trials: int) -> tuple[float, int]:
     """Run the paper's driver on the first `trials` Table I trials: (wall seconds, rows logged)."""
     argv = ["bash", str(BENCH / "paper_driver.sh"), str(work), sys.executable, str(trials),
@@ -298,6 +310,9 @@ def main() -> None:
         table1 = seel_run(TABLE1, tmp / "table1", args.parallel)
         pairs = marker_latencies(tmp / "table1" / "trials")
         shutil.rmtree(tmp / "table1")
+        print("controller: seel run on Table I, processes started cold ...", file=sys.stderr, flush=True)
+        cold = seel_run(cold_table1(tmp / "cold"), tmp / "table1-cold", args.parallel)
+        shutil.rmtree(tmp / "table1-cold")
         print(f"controller: fake engine, {args.small_trials} then {args.big_trials} trials ...",
               file=sys.stderr, flush=True)
         small = seel_run(fake_sweep(tmp / "fake", args.small_trials), tmp / "fake-small", args.parallel)
@@ -313,6 +328,9 @@ def main() -> None:
     print(f"controller: seel run paper-table1 --parallel {args.parallel}, {TABLE1_TRIALS} trials: "
           f"{seel_rate:.1f} trials/min ({table1.wall_s:.1f} s)")
     print(f"controller: throughput ratio seel / paper's driver: {seel_rate / base_rate:.1f}x   (target >= 20x)")
+    cold_rate = per_min(TABLE1_TRIALS, cold.wall_s)
+    print(f"  with every process started cold (preload: []): {cold_rate:.1f} trials/min "
+          f"({cold.wall_s:.1f} s), {cold_rate / base_rate:.1f}x the driver")
 
     delays = [d for values in pairs.values() for d in values]
     print(f"controller: marker seen to next command sent, median of {len(delays)}: "
