@@ -35,7 +35,7 @@ from typing import IO, Any
 import pexpect
 
 from seel.errors import SeelError
-from seel.forkserver import ForkServer
+from seel.forkserver import ForkServer, ForkServerError
 
 _READ_SIZE = 1 << 16
 _DIMENSIONS = (24, 500)
@@ -190,9 +190,12 @@ class Child:
         forkserver: ForkServer | None = None,
         **options: Any,
     ) -> Child:
-        """A child forked by a running fork server when it preloads argv's module, else spawned."""
+        """A child forked by the fork server when it preloads argv's module, else spawned.
+
+        A server that has gone away (or fails this request) is passed over: the child is spawned.
+        """
         module = forkserver.accepts(argv) if forkserver is not None else None
-        if forkserver is None or module is None:
+        if forkserver is None or module is None or forkserver.broken:
             return cls(name, argv, cwd=cwd, env=env, **options)
         master, tty = os.openpty()
         try:
@@ -201,6 +204,9 @@ class Child:
             termios.tcsetattr(tty, termios.TCSANOW, attrs)
             fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", *_DIMENSIONS, 0, 0))
             pid, exited = await forkserver.launch(module, argv, cwd, env, tty)
+        except ForkServerError:
+            os.close(master)
+            return cls(name, argv, cwd=cwd, env=env, **options)
         except BaseException:
             os.close(master)
             raise

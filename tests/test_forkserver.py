@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 
 from seel.child import Child
+from seel.events import Event, TrialFinished
 from seel.forkserver import ForkServer
 from seel.run import RunSettings, run_sweep
-from tests.reliability.kit import pid_alive
+from tests.reliability.kit import assert_run_clean, pid_alive
 from tests.test_trial_fake import ListSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,14 +97,18 @@ async def test_ladder_reaches_sigkill_and_takes_the_group_down(
 
 
 async def test_server_that_cannot_preload_says_why(tmp_path: Path) -> None:
-    fs = ForkServer(sys.executable, ["no_such_module_for_seel"], dict(os.environ), tmp_path / "fs.log")
+    fs = ForkServer(
+        sys.executable, ["no_such_module_for_seel"], dict(os.environ), tmp_path / "fs.log"
+    )
     assert not await fs.start()
     assert fs.broken is not None and "no_such_module_for_seel" in fs.broken
     assert fs.pid is not None and not pid_alive(fs.pid)
 
 
 async def test_closing_the_controller_end_ends_the_server(tmp_path: Path) -> None:
-    fs = ForkServer(sys.executable, [PROBE], {**os.environ, "PYTHONPATH": str(ROOT)}, tmp_path / "fs.log")
+    fs = ForkServer(
+        sys.executable, [PROBE], {**os.environ, "PYTHONPATH": str(ROOT)}, tmp_path / "fs.log"
+    )
     assert await fs.start()
     assert fs.pid is not None and pid_alive(fs.pid)
     await fs.aclose()
@@ -117,22 +122,78 @@ async def test_forked_and_cold_trials_give_the_same_results(tmp_path: Path) -> N
     for mode, preload in (("forked", None), ("cold", [])):
         folder = tmp_path / mode
         folder.mkdir()
-        engine = {"extends": "builtin"} if preload is None else {"extends": "builtin", "preload": preload}
+        engine = (
+            {"extends": "builtin"}
+            if preload is None
+            else {"extends": "builtin", "preload": preload}
+        )
         sweep = {
             "name": f"quick-{mode}",
             "engine": engine,
             "configs": {
                 "aggregator": str(ROOT / "sweeps/configs/builtin/config_agg.yml"),
-                "parties": [str(ROOT / f"sweeps/configs/builtin/config_party{i}.yml") for i in (0, 1)],
+                "parties": [
+                    str(ROOT / f"sweeps/configs/builtin/config_party{i}.yml") for i in (0, 1)
+                ],
             },
             "parameters": {"hyperparams.global.rounds": {"values": [1, 3]}},
         }
         (folder / "sweep.yml").write_text(json.dumps(sweep))
-        settings = RunSettings(sweep=folder / "sweep.yml", out=folder / "run", ports_dir=tmp_path / "ports")
+        settings = RunSettings(
+            sweep=folder / "sweep.yml", out=folder / "run", ports_dir=tmp_path / "ports"
+        )
         await run_sweep(settings, ListSink())
         log = (folder / "run" / "trials" / "t00000" / "party0.log").read_text()
         assert ("# seel: forked pid" in log) == (mode == "forked")
-        results[mode] = pl.read_parquet(folder / "run" / "results.parquet").sort("trial_id", "party")
+        results[mode] = pl.read_parquet(folder / "run" / "results.parquet").sort(
+            "trial_id", "party"
+        )
     for column in ("status", "rounds_completed", "final_global_acc", "acc", "loss", "f1 macro"):
         assert results["forked"][column].to_list() == results["cold"][column].to_list(), column
     assert set(results["forked"]["status"]) == {"ok"}
+
+
+class KillServerAfterFirstTrial(ListSink):
+    """Kills the sweep's fork server when the first trial has finished."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.killed: int | None = None
+
+    def emit(self, event: Event) -> None:
+        super().emit(event)
+        if isinstance(event, TrialFinished) and self.killed is None:
+            docs = [
+                json.loads(line) for line in (self.run_dir / "procs.jsonl").read_text().splitlines()
+            ]
+            self.killed = next(d["pid"] for d in docs if d.get("name") == "forkserver")
+            os.kill(self.killed, signal.SIGKILL)
+
+
+@pytest.mark.slow
+async def test_sweep_goes_on_with_cold_starts_when_the_fork_server_dies(tmp_path: Path) -> None:
+    sweep = {
+        "name": "server-dies",
+        "engine": "builtin",
+        "configs": {
+            "aggregator": str(ROOT / "sweeps/configs/builtin/config_agg.yml"),
+            "parties": [str(ROOT / f"sweeps/configs/builtin/config_party{i}.yml") for i in (0, 1)],
+        },
+        "parameters": {"hyperparams.global.rounds": {"values": [1, 2, 3, 4]}},
+        "parallel": 1,
+    }
+    (tmp_path / "sweep.yml").write_text(json.dumps(sweep))
+    run_dir = tmp_path / "run"
+    sink = KillServerAfterFirstTrial(run_dir)
+    await run_sweep(
+        RunSettings(sweep=tmp_path / "sweep.yml", out=run_dir, ports_dir=tmp_path / "p"), sink
+    )
+    assert sink.killed is not None and not pid_alive(sink.killed)
+    assert [e.outcome.status for e in sink.of(TrialFinished)] == ["ok"] * 4
+    starts = [
+        (run_dir / "trials" / f"t{i:05d}" / "aggregator.log").read_text().split()[3]
+        for i in range(4)
+    ]
+    assert starts[0] == "forked" and starts[1:] == ["spawned"] * 3
+    assert_run_clean(run_dir)
