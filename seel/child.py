@@ -225,24 +225,30 @@ class Child:
     def tail(self, n: int = 20) -> list[str]:
         return [line.text for line in list(self._tail)[-n:]]
 
-    def _write_transcript(self, text: str) -> None:
-        if self._transcript is None or self._transcript_left <= 0:
+    def _write_transcript(self, text: str, note: bool = False) -> None:
+        """Stamp and write a line; output stops at the size limit, SEEL's own notes never do."""
+        if self._transcript is None:
             return
         data = f"{time.monotonic() - self._t0:10.3f} {text}\n".encode("utf-8", "replace")
-        if len(data) > self._transcript_left:
-            data = (
-                f"{time.monotonic() - self._t0:10.3f} # seel: transcript limit reached\n".encode()
-            )
-        self._transcript_left -= len(data)
+        if not note:
+            if self._transcript_left <= 0:
+                return
+            if len(data) > self._transcript_left:
+                self._transcript_left = 0
+                notice = f"{time.monotonic() - self._t0:10.3f} # seel: transcript limit reached\n"
+                data = notice.encode()
+            else:
+                self._transcript_left -= len(data)
         try:
             self._transcript.write(data)
         except OSError as exc:  # a full disk must not stop the trial
-            self._transcript_left = 0
             with contextlib.suppress(OSError):
                 self._transcript.write(f"# seel: transcript write failed: {exc}\n".encode())
+            self._transcript.close()
+            self._transcript = None
 
     def _note(self, text: str) -> None:
-        self._write_transcript(f"# seel: {text}")
+        self._write_transcript(f"# seel: {text}", note=True)
 
     def _on_readable(self) -> None:
         try:
@@ -385,23 +391,34 @@ class Child:
             return False
         return True
 
-    def _signal_group(self, sig: signal.Signals) -> None:
+    def _signal_group(self, sig: signal.Signals, wait_s: float) -> None:
         if self.exited.done():
             return
-        self._note(f"sending {sig.name} to group {self.pgid}")
+        self._note(
+            f"sending {sig.name} to group {self.pgid} (pid {self.pid}), waiting {wait_s:g} s"
+        )
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
 
     async def stop(self, line: str | None, grace_s: float, term_grace_s: float) -> int | None:
-        """The stop ladder: `line`, wait, SIGTERM the group, wait, SIGKILL. Returns the exit code."""
+        """The stop ladder: `line`, wait, SIGTERM the group, wait, SIGKILL. Returns the exit code.
+
+        A child that printed a failure marker is on its way out: it gets the grace period to end
+        by itself, so that its last words (the end of a traceback) and exit code are its own.
+        """
+        wait_first = False
         if not self.exited.done() and line is not None:
             with contextlib.suppress(ChildExited):
                 self.send_line(line)
             self._note(f"waiting {grace_s:g} s for exit after {line!r}")
-        if line is None or not await self.wait_exit(grace_s):
-            self._signal_group(signal.SIGTERM)
+            wait_first = True
+        elif not self.exited.done() and self.failure is not None:
+            self._note(f"waiting {grace_s:g} s for exit after {self.failure.marker!r}")
+            wait_first = True
+        if not wait_first or not await self.wait_exit(grace_s):
+            self._signal_group(signal.SIGTERM, term_grace_s)
             if not await self.wait_exit(term_grace_s):
-                self._signal_group(signal.SIGKILL)
+                self._signal_group(signal.SIGKILL, 30.0)
                 await self.wait_exit(30.0)
         return self.exit_code
 

@@ -243,6 +243,8 @@ class _TrialRun:
     async def _expect_exit(self, child: Child, timeout_s: float) -> None:
         if not await child.wait_exit(timeout_s):
             raise MarkerTimeout(child.name, "process exit", timeout_s, child.tail())
+        if child.exit_code != 0:  # leaving by itself, as asked, but not cleanly: a crash
+            raise ChildExited(child.name, child.exit_code, child.tail())
 
     async def _lifecycle(self) -> None:
         plan = self.r.plan
@@ -328,6 +330,9 @@ class _TrialRun:
             first = min(seen, key=lambda f: self._priority[f.marker])
             failure = self._failures[first.marker]
             status, retryable, reason = Status(failure.status), failure.retry, str(first)
+            last = next((c.tail(1) for c in self.children if c.name == first.child), [])
+            if last and last[-1].strip() and last[-1] != first.line:
+                reason = f"{reason} ... {last[-1].strip()}"  # a traceback's last line says what
         return Outcome(
             trial_id=self.trial.trial_id,
             index=self.trial.index,

@@ -8,6 +8,11 @@ them per trial. The fake processes do not talk over the network. An aggregator t
 about EVAL and STOP through small "mailbox" files next to its config (the trial directory):
 `fakefl-<aggregator port>.eval` and `.stop`. A party reacts to files written after it started.
 
+The fault knobs (`--hang-on`, `--crash-on`, `--exit-on`) take a command name. Two more names
+count as commands: INIT, met just before the initialization marker, and, for a builtin party,
+EVAL and STOP arriving from the aggregator through the mailbox (as the real party gets them
+over the network, not on its terminal).
+
 Styles:
 - builtin: SEEL's own runtime (seel.fl): parties exit by themselves after the aggregator's STOP.
 - ibmfl: IBM FL 2.0.1 as measured: log lines `TIME | 2.0.1 | LEVEL | logger (50 wide) | message`,
@@ -73,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--binary", action="store_true",
                    help="print invalid UTF-8 and ANSI escapes, also around the initialization marker")
     p.add_argument("--hang-on", action="append", default=[], metavar="CMD",
-                   help="stop responding after receiving CMD")
+                   help="stop responding after receiving CMD (INIT: before the initialization marker)")
     p.add_argument("--crash-on", action="append", default=[], metavar="CMD",
-                   help="print a Python traceback and exit 1 on CMD")
+                   help="print a Python traceback and exit 1 on CMD (INIT: as above)")
     p.add_argument("--exit-on", nargs=2, action="append", default=[], metavar=("CMD", "CODE"),
                    help="exit with CODE on CMD")
     p.add_argument("--port-taken", action="store_true", help="START finds its port taken")
@@ -202,6 +207,7 @@ class Fake:
                 sys.stdout.buffer.write(b"\x1b[32m\xe2\x82" + self.ready_line().encode() + b"\x1b[0m\xff\r\n")
                 sys.stdout.buffer.flush()
         else:
+            self.fault("INIT")
             self.log(self.ready_line())
         for n in range(1, self.a.chatter + 1):
             self.log(f"chatter {n} of {self.a.chatter}")
@@ -210,17 +216,26 @@ class Fake:
 
     # -- commands -------------------------------------------------------------------------
 
-    def on_line(self, line: str) -> None:
-        command = line.strip()
+    def fault(self, command: str) -> None:
+        """Hang, crash or exit if a knob names `command`."""
+        main = threading.current_thread() is threading.main_thread()
         if command in self.a.hang_on:
             self.hung.set()
             threading.Event().wait()  # never answers again
         if command in self.a.crash_on:
             self.traceback(f"RuntimeError: {self.role} crashed on {command}")
+            if not main:
+                os._exit(1)  # the mailbox thread: sys.exit would end only the thread
             sys.exit(1)
         for cmd, code in self.a.exit_on:
             if command == cmd:
+                if not main:
+                    os._exit(int(code))
                 sys.exit(int(code))
+
+    def on_line(self, line: str) -> None:
+        command = line.strip()
+        self.fault(command)
         if self.ibmfl and self.role == "party" and self.stopping:
             self.ibmfl_party_shutdown(successful=True)
         handler = self.find_handler(line)
@@ -391,6 +406,8 @@ class Fake:
             if self.fresh("eval", seen):
                 if self.ibmfl:
                     self.log("Received request in PH 10", "ibmfl.party.party_protocol_handler")
+                else:
+                    self.fault("EVAL")
                 self.metrics_line()
             if self.fresh("stop", seen):
                 if self.ibmfl:
@@ -398,6 +415,7 @@ class Fake:
                     self.log("received a STOP request", "ibmfl.party.party_protocol_handler")
                     self.stopping = True  # leaves only after the next line on stdin
                     return
+                self.fault("STOP")
                 self.log("received a STOP request", "seel.fl.party.party")
                 sys.stdout.flush()
                 os._exit(0)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SLACK_S = 5.0
 
@@ -123,3 +125,138 @@ def assert_ended_in_time(
         f"{outcome['trial_id']}: {last} took {took:.1f} s > {timeout_s} + {SLACK_S} s"
     )
     return took
+
+
+def assert_phase_in_time(outcome: dict[str, Any], phase: str, timeout_s: float) -> float:
+    """The phase took at most timeout_s + 5 s, in a trial of any status; returns how long it took."""
+    took = float(outcome["durations"][phase])
+    assert took <= timeout_s + SLACK_S, (
+        f"{outcome['trial_id']}: {phase} took {took:.1f} s > {timeout_s} + {SLACK_S} s"
+    )
+    return took
+
+
+def live_children(parent: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command) of every live process whose parent is `parent` (default: this process)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2 :].split()
+        if int(rest[1]) == parent and rest[0] != "Z":
+            found.append((int(entry), stat[stat.index("(") + 1 : stat.rindex(")")]))
+    return found
+
+
+# -- the controller as a subprocess: its events, its spawns across resumes, its exit status ------
+
+
+def shell_status(returncode: int) -> int:
+    """An exit status as a shell reports it: 128 + N for a process ended by signal N."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+class Events:
+    """The `--json` events of a running controller, each read with a deadline."""
+
+    def __init__(self, stdout: IO[bytes]) -> None:
+        self._fd = stdout.fileno()
+        self._buffer = b""
+        self.eof = False
+        self.seen: list[dict[str, Any]] = []
+
+    def next(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next event, or None once the output has ended; fails if none comes in time."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            if self.eof:
+                return None
+            left = deadline - time.monotonic()
+            assert left > 0, f"no event within {timeout_s} s; the last: {self.seen[-1:]}"
+            ready, _, _ = select.select([self._fd], [], [], left)
+            if ready:
+                chunk = os.read(self._fd, 1 << 16)
+                self.eof = not chunk
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        doc: dict[str, Any] = json.loads(line)
+        self.seen.append(doc)
+        return doc
+
+    def until(self, event: str, timeout_s: float) -> dict[str, Any] | None:
+        """The next event named `event`, or None if the output ends first."""
+        deadline = time.monotonic() + timeout_s
+        while (doc := self.next(max(0.0, deadline - time.monotonic()))) is not None:
+            if doc["event"] == event:
+                return doc
+        return None
+
+    def rest(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Every event up to the end of the output."""
+        deadline = time.monotonic() + timeout_s
+        docs = []
+        while (doc := self.next(max(0.0, deadline - time.monotonic()))) is not None:
+            docs.append(doc)
+        return docs
+
+
+class SpawnLog:
+    """Every spawn a run directory's process ledger has shown, kept across resumes (a resume
+    truncates the ledger). Read it only while no controller runs on the directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._docs: dict[tuple[int, Any], dict[str, Any]] = {}
+
+    def snapshot(self) -> list[tuple[int, int]]:
+        """Take in the ledger as it is now; returns the (pid, pgid) of its spawns."""
+        docs = [d for d in proc_docs(self.run_dir) if d.get("event") == "spawn"]
+        for doc in docs:
+            self._docs[(int(doc["pid"]), doc.get("ticks"))] = doc
+        return spawned(docs)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(pid, pgid) of every spawn seen so far."""
+        return spawned(self._docs.values())
+
+
+def assert_each_trial_final_once(
+    run_dir: Path, expected_trials: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Every ledger line whole, and each expected trial (no other) with exactly one final record,
+    its last line: an `interrupted` line (a trial stopped by a signal, run again on resume) may
+    only come before it. Returns each trial's final record."""
+    docs = ledger_docs(run_dir)
+    statuses: dict[str, list[str]] = {}
+    for doc in docs:
+        statuses.setdefault(doc["trial_id"], []).append(doc["status"])
+    want = set(expected_trials)
+    assert set(statuses) == want, (
+        f"missing {sorted(want - set(statuses))}, extra {sorted(set(statuses) - want)}"
+    )
+    for trial_id, seen in statuses.items():
+        finals = [s for s in seen if s != "interrupted"]
+        assert len(finals) == 1 and seen[-1] == finals[0], f"{trial_id}: recorded as {seen}"
+    return {d["trial_id"]: d for d in docs if d["status"] != "interrupted"}
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process other than this one whose command line or
+    working directory contains `text` (a test's own temporary path)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid() or not pid_alive(int(entry)):
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if text in cmdline or text in cwd:
+            found.append((int(entry), cmdline.strip()))
+    return found
