@@ -9,6 +9,7 @@ A sweep file names a shipped engine or defines its own in the same shape.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import shutil
@@ -173,6 +174,26 @@ class _Reader:
             raise self.fail(name, "expected a list of strings")
         return tuple(items)
 
+    def dotted(self, doc: dict[str, Any], name: str, default: Any = ()) -> tuple[str, ...]:
+        keys = self.strings(doc, name, default)
+        for key in keys:
+            if not key or any(part == "" for part in key.split(".")):
+                raise self.fail(name, f"{key!r} is not a dotted path: it has an empty part")
+        return keys
+
+    def seconds(self, doc: dict[str, Any], name: str, default: float) -> float:
+        """A finite number of seconds >= 0."""
+        value = doc.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, f"expected seconds >= 0, got {value!r}")
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds) or seconds < 0:
+            raise self.fail(name, f"expected a finite number of seconds >= 0, got {value!r}")
+        return seconds
+
     def regex(self, doc: dict[str, Any], name: str) -> re.Pattern[str] | None:
         text = self.get(doc, name, str, None)
         if text is None:
@@ -208,10 +229,10 @@ def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
         raise r.fail("command", "empty command")
     return ProcessDef(
         command=command,
-        port_keys=r.strings(doc, "port_keys", ...),
-        aggregator_port_keys=r.strings(doc, "aggregator_port_keys") if party else (),
-        seed_keys=r.strings(doc, "seed_keys"),
-        path_keys=r.strings(doc, "path_keys"),
+        port_keys=r.dotted(doc, "port_keys", ...),
+        aggregator_port_keys=r.dotted(doc, "aggregator_port_keys") if party else (),
+        seed_keys=r.dotted(doc, "seed_keys"),
+        path_keys=r.dotted(doc, "path_keys"),
         stop_line=r.get(doc, "stop_line", str, None),
     )
 
@@ -284,12 +305,20 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             raise fr.fail("status", f"expected one of {', '.join(_STATUSES)}")
         failures.append(Failure(fr.get(f, "marker", str), status, fr.get(f, "retry", bool, False)))
     timeouts_doc = r.get(doc, "timeouts", dict, {})
-    for phase, value in timeouts_doc.items():
+    timeouts: dict[str, float] = {}
+    tr = _Reader(source, r.key("timeouts"))
+    for phase in timeouts_doc:
         if phase not in PHASES:
-            raise r.fail(f"timeouts.{phase}", "unknown phase")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise r.fail(f"timeouts.{phase}", "expected seconds > 0")
+            raise tr.fail(str(phase), "unknown phase")
+        timeouts[phase] = tr.seconds(timeouts_doc, phase, 0.0)
+        if timeouts[phase] <= 0:
+            raise tr.fail(phase, "expected seconds > 0")
     stop = r.get(doc, "stop", dict, {})
+    sr = _Reader(source, r.key("stop"))
+    sr.check_keys(stop, {"grace_s", "term_grace_s"})
+    validate = r.get(doc, "validate", str, None)
+    if validate:
+        _check_validator(validate, r)
     metrics = r.regex(doc, "metrics")
     if metrics is None or "dict" not in metrics.groupindex:
         raise r.fail("metrics", "a regular expression with a (?P<dict>...) group is required")
@@ -318,14 +347,29 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         failures=tuple(failures),
         round_pattern=round_pattern,
         metrics_pattern=metrics,
-        timeouts={str(k): float(v) for k, v in timeouts_doc.items()},
-        stop_grace_s=float(stop.get("grace_s", 2.0)),
-        stop_term_grace_s=float(stop.get("term_grace_s", 2.0)),
+        timeouts=timeouts,
+        stop_grace_s=sr.seconds(stop, "grace_s", 2.0),
+        stop_term_grace_s=sr.seconds(stop, "term_grace_s", 2.0),
         max_parallel=max_parallel,
-        validate=r.get(doc, "validate", str, None),
+        validate=validate,
         env={str(k): _expand_env(str(v)) for k, v in env.items()},
         preload=r.strings(doc, "preload"),
     )
+
+
+def _check_validator(spec: str, r: _Reader) -> None:
+    """`module:function` names something callable that can be imported."""
+    module, sep, func = spec.partition(":")
+    if not sep or not module or not func:
+        raise r.fail("validate", f"expected module:function, got {spec!r}")
+    try:
+        target = getattr(importlib.import_module(module), func)
+    except ImportError as exc:
+        raise r.fail("validate", f"cannot import {module}: {exc}") from None
+    except AttributeError:
+        raise r.fail("validate", f"{module} has no {func}") from None
+    if not callable(target):
+        raise r.fail("validate", f"{spec} is not callable")
 
 
 def load_engine(spec: str | dict[str, Any], source: str, python: str | None = None) -> Engine:

@@ -15,7 +15,14 @@ class SpecError(SeelError):
         self.key = key
         self.why = why
         where = f"{self.file}: {key}" if key else self.file
-        super().__init__(f"{where}: {why}")
+        super().__init__(one_line(f"{where}: {why}"))
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped, as `repr` shows them."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class PortUnavailable(SeelError):
@@ -24,3 +31,7 @@ class PortUnavailable(SeelError):
 
 class RunDirError(SeelError):
     """A run directory that cannot be used (another sweep's, or locked by a live controller)."""
+
+
+class StorageError(SeelError):
+    """A file of the run directory could not be written (a full disk, a lost mount)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,8 @@ from seel.errors import SpecError
 COMMAND_LINE = "command line"
 PHASES = ("init", "start", "register", "train", "eval", "stop")
 MAX_VALUES_PER_PARAMETER = 1_000_000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_DIGITS = 1000
 
 _TOP_LEVEL_KEYS = (
     "name",
@@ -175,6 +178,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_finite(value: int | float) -> bool:
+    """Whether a number is finite as a float; an int too large for a float is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
@@ -243,7 +254,7 @@ def _number_field(raw: Mapping[str, Any], field: str) -> int | float:
     value = raw[field]
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueSpecError(field, f"must be a number, not {_describe(value)} ({value!r})")
-    if not math.isfinite(value):
+    if not _is_finite(value):
         raise ValueSpecError(field, f"must be a finite number, not {value!r}")
     return value
 
@@ -274,12 +285,18 @@ def _grid(
     """Decimal-exact arithmetic progression from start towards stop (step may be negative)."""
     as_int = all(isinstance(x, int) for x in (start, stop, step))
     d_start, d_stop, d_step = _decimal(start), _decimal(stop), _decimal(step)
-    steps = (d_stop - d_start) / d_step
-    whole = int(steps.to_integral_value(rounding=ROUND_FLOOR))
-    count = whole + 1 if inclusive or whole != steps else whole
-    count = max(count, 0)
-    _check_count(count)
-    return tuple(_from_decimal(d_start + i * d_step, as_int) for i in range(count))
+    # Every finite float and every int a float can hold is exact in 1000 digits; the default 28
+    # would round 10**28 + 1.
+    with localcontext(prec=_EXACT_DIGITS):
+        steps = (d_stop - d_start) / d_step
+        whole = int(steps.to_integral_value(rounding=ROUND_FLOOR))
+        count = whole + 1 if inclusive or whole != steps else whole
+        count = max(count, 0)
+        _check_count(count)
+        values = tuple(_from_decimal(d_start + i * d_step, as_int) for i in range(count))
+    if any(a == b for a, b in itertools.pairwise(values)):
+        raise ValueError("the step is below what a float can tell apart here: values repeat")
+    return values
 
 
 def _range_values(raw: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -329,6 +346,8 @@ def _random_values(raw: Mapping[str, Any]) -> tuple[Any, ...]:
         for field, bound in (("low", low), ("high", high)):
             if not isinstance(bound, int):
                 raise ValueSpecError(field, f"must be an integer for random: int, not {bound!r}")
+            if not _INT64_MIN <= bound <= _INT64_MAX:
+                raise ValueSpecError(field, f"must fit in 64 bits for random: int, not {bound}")
         draws = rng.integers(int(low), int(high), size=count, endpoint=True)
         return tuple(int(x) for x in draws)
     if kind == "loguniform":
@@ -336,6 +355,8 @@ def _random_values(raw: Mapping[str, Any]) -> tuple[Any, ...]:
             raise ValueSpecError("low", "must be > 0 for random: loguniform")
         logs = rng.uniform(math.log(low), math.log(high), size=count)
         return tuple(min(max(float(math.exp(x)), low), high) for x in logs)
+    if not math.isfinite(high - low):
+        raise ValueSpecError(None, "high - low is too large for a float")
     return tuple(float(x) for x in rng.uniform(low, high, size=count))
 
 
@@ -449,7 +470,7 @@ def _override_range(args_text: str) -> tuple[Any, ...]:
     numbers: list[int | float] = []
     for part in parts:
         value = parse_scalar(part)
-        if not _is_number(value) or not math.isfinite(value):
+        if not _is_number(value) or not _is_finite(value):
             raise ValueError(f"range() takes finite numbers, not {part!r}")
         numbers.append(value)
     start, stop = numbers[0], numbers[1]
@@ -543,7 +564,7 @@ def _timeouts(sweep: Path, raw: Any) -> dict[str, float]:
         key = f"timeouts.{phase}"
         if phase not in PHASES:
             raise SpecError(sweep, key, f"unknown phase; expected one of {', '.join(PHASES)}")
-        if not _is_number(seconds) or not math.isfinite(seconds) or seconds <= 0:
+        if not _is_number(seconds) or not _is_finite(seconds) or seconds <= 0:
             raise SpecError(sweep, key, f"must be a number of seconds > 0, not {seconds!r}")
         timeouts[phase] = float(seconds)
     return timeouts
@@ -618,6 +639,12 @@ def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     name = raw.get("name", sweep.stem)
     if not isinstance(name, str) or not name.strip():
         raise SpecError(sweep, "name", f"expected a non-empty string, not {name!r}")
+    if "name" in raw and ("/" in name or not name.isprintable()):
+        raise SpecError(
+            sweep,
+            "name",
+            f"names the run directory: expected no '/' or control characters in {name!r}",
+        )
     description = raw.get("description", "")
     if description is None:
         description = ""

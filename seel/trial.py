@@ -12,6 +12,7 @@ import ast
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -38,21 +39,52 @@ _PARTY_STATE = {
 }
 
 
+class _NonFinite(ast.NodeTransformer):
+    """`nan` and `inf` as Python prints them in a dict (`float('nan')` reprs as `nan`)."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("nan", "inf"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
+
+
 def parse_metrics(text: str) -> dict[str, float] | None:
-    """Read a metrics dict literal (never evaluated as code); numeric entries only."""
+    """Read a metrics dict literal (never evaluated as code); numeric entries only.
+
+    Bare `nan` and `inf` are read as floats; a number beyond the float range is left out.
+    """
     if len(text) > _MAX_METRICS_LINE:
         return None
     try:
-        value = ast.literal_eval(text)
+        tree = _NonFinite().visit(ast.parse(text.strip(), mode="eval"))
+        value = ast.literal_eval(tree)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     if not isinstance(value, dict):
         return None
-    return {
-        str(k): float(v)
-        for k, v in value.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    metrics = {}
+    for k, v in value.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            try:
+                metrics[str(k)] = float(v)
+            except OverflowError:
+                continue
+    return metrics
+
+
+def parse_round(match: re.Match[str]) -> tuple[int, int | None, float | None] | None:
+    """(round, rounds or None, accuracy or None) from a round line's match; None if unreadable."""
+    groups = match.groupdict()
+    try:
+        number = int(match.group("round"))
+        total = int(groups["rounds"]) if groups.get("rounds") else None
+    except ValueError:
+        return None
+    try:
+        accuracy = float(groups["accuracy"]) if groups.get("accuracy") else None
+    except ValueError:
+        accuracy = None
+    return number, total, accuracy
 
 
 class LocalRunner:
@@ -149,24 +181,13 @@ class _TrialRun:
         if child is self.aggregator:
             pattern = self.engine.round_pattern
             match = pattern.search(line.text) if pattern else None
-            if match:
+            parsed_round = parse_round(match) if match else None
+            if parsed_round is not None:
+                number, total, accuracy = parsed_round
                 self.rounds += 1
-                acc_text = match.groupdict().get("accuracy")
-                try:
-                    accuracy = float(acc_text) if acc_text else None
-                except ValueError:
-                    accuracy = None
                 if accuracy is not None:
                     self.accuracies.append(accuracy)
-                total = match.groupdict().get("rounds")
-                self.r.sink.emit(
-                    RoundFinished(
-                        self.trial.trial_id,
-                        int(match.group("round")),
-                        accuracy,
-                        int(total) if total else None,
-                    )
-                )
+                self.r.sink.emit(RoundFinished(self.trial.trial_id, number, accuracy, total))
         else:
             match = self.engine.metrics_pattern.search(line.text)
             if match:

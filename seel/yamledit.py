@@ -79,10 +79,48 @@ def load_roundtrip(path: Path) -> CommentedMap:
         where = f"line {mark.line + 1}, column {mark.column + 1}"
         raise SpecError(path, "", f"malformed YAML at {where}: {problem}") from None
     except YAMLError as exc:
-        raise SpecError(path, "", f"malformed YAML: {exc}") from None
+        first = (str(exc).splitlines() or ["cannot parse"])[0]
+        raise SpecError(path, "", f"malformed YAML: {first}") from None
+    except RecursionError:
+        raise SpecError(path, "", "malformed YAML: nested too deeply") from None
+    except Exception as exc:  # ruamel's constructors raise ValueError, TypeError, KeyError...
+        why = str(exc) or type(exc).__name__  # ...for values such as `!!int x` or `2001-02-30`
+        raise SpecError(path, "", f"malformed YAML: cannot read a value: {why}") from None
     if not isinstance(doc, CommentedMap):
         raise SpecError(path, "", "expected a mapping at the top")
+    _check_unicode(path, doc)
     return doc
+
+
+def _check_unicode(path: Path, doc: CommentedMap) -> None:
+    """SpecError for the first key or string that is not valid Unicode, such as "\\ud800"."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    seen: set[int] = set()  # an alias shares its node: each is checked once
+    while stack:
+        dotted, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        else:
+            continue
+        for key, value in items:
+            child = f"{dotted}.{key}" if dotted else str(key)
+            for text in (key, value):
+                if isinstance(text, str) and not _encodable(text):
+                    raise SpecError(path, child, "not valid Unicode text (a lone surrogate)")
+            stack.append((child, value))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_dotted(dotted: str) -> list[str]:

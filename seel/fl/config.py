@@ -45,8 +45,16 @@ class _Kind:
         return self.check is None or bool(self.check(value))
 
 
+def _finite(value: int | float) -> bool:
+    """Whether a number is finite as a float; an int too large for a float is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 INT = _Kind("an integer", int)
-NUMBER = _Kind("a number", int, float, check=lambda v: math.isfinite(v))
+NUMBER = _Kind("a number", int, float, check=_finite)
 BOOL = _Kind("true or false", bool)
 STR = _Kind("a string", str)
 PORT = _Kind("a port number (0-65535)", int, check=lambda v: 0 <= v <= 65535)
@@ -414,7 +422,10 @@ def _max_bytes(doc: dict[str, Any], path: Path) -> int:
     mb = float(_get(doc, "transport.max_message_mb", 64))
     if mb <= 0:
         raise ConfigError(path, "transport.max_message_mb", "must be > 0")
-    return int(mb * (1 << 20))
+    limit = mb * (1 << 20)
+    if not math.isfinite(limit):
+        raise ConfigError(path, "transport.max_message_mb", f"{mb} is too large")
+    return int(limit)
 
 
 def load_aggregator_config(path: Path) -> AggregatorConfig:
@@ -439,7 +450,10 @@ def aggregator_config_from_doc(doc: dict[str, Any], path: Path) -> AggregatorCon
         raise ConfigError(path, "hyperparams.global.rounds", "must be >= 1")
     max_timeout = g.get("max_timeout")
     if max_timeout is not None and (
-        isinstance(max_timeout, bool) or not isinstance(max_timeout, int | float) or max_timeout < 0
+        isinstance(max_timeout, bool)
+        or not isinstance(max_timeout, int | float)
+        or not (_finite(max_timeout) or max_timeout == math.inf)  # NaN, or an int beyond floats
+        or max_timeout < 0
     ):
         raise ConfigError(
             path, "hyperparams.global.max_timeout", f"expected seconds >= 0, got {max_timeout!r}"

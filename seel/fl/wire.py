@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,7 @@ def decode(header_bytes: bytes, body: bytes) -> Message:
     """Parse a frame's header and body; raises WireError on anything unexpected."""
     try:
         header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, a 5000-digit int
         raise WireError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise WireError("header is not an object")
@@ -66,16 +67,42 @@ def decode(header_bytes: bytes, body: bytes) -> Message:
     arrays = []
     offset = 0
     for size in sizes:
-        try:
-            arrays.append(
-                np.lib.format.read_array(
-                    io.BytesIO(body[offset : offset + size]), allow_pickle=False
-                )
-            )
-        except (ValueError, OSError, EOFError) as exc:
-            raise WireError(f"bad array: {exc}") from None
+        arrays.append(_read_array(body[offset : offset + size]))
         offset += size
     return Message(kind, fields, arrays)
+
+
+def _read_array(blob: bytes) -> npt.NDArray[Any]:
+    """One `.npy` array whose header declares exactly the bytes that follow it; never objects.
+
+    The header is checked before the array is allocated, so a few bytes cannot claim terabytes.
+    numpy parses the header with tokenize and ast.literal_eval; whatever they raise on hostile
+    bytes means a bad array.
+    """
+    fp = io.BytesIO(blob)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise WireError(f"bad array: .npy version {version} is not accepted")
+        if dtype.hasobject:
+            raise WireError("bad array: object arrays are not accepted")
+        declared = math.prod(shape) * dtype.itemsize
+        if fp.tell() + declared != len(blob):
+            raise WireError(
+                f"bad array: its header declares {declared} bytes of data, the frame has "
+                f"{len(blob) - fp.tell()}"
+            )
+        fp.seek(0)
+        array: npt.NDArray[Any] = np.lib.format.read_array(fp, allow_pickle=False)
+    except WireError:
+        raise
+    except Exception as exc:
+        raise WireError(f"bad array: {exc}") from None
+    return array
 
 
 async def read_message(reader: asyncio.StreamReader, max_bytes: int) -> Message:

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-section", action="store_true",
                    help="the config lacks a section: fail to load, stay at the prompt")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--metrics", default=None, metavar="TEXT",
+                   help="print TEXT as a party's metrics line instead of the usual dict")
     p.add_argument("--mailbox", default=None, help="folder of the mailbox files (default: the config's)")
     return p
 
@@ -321,7 +323,9 @@ class Fake:
         self.log("Finished Global Training")
 
     def metrics_line(self) -> None:
-        if self.ibmfl:
+        if self.a.metrics is not None:
+            self.log(self.a.metrics)
+        elif self.ibmfl:
             self.log(IBMFL_METRICS, "ibmfl.party.training.local_training_handler")
         else:
             self.log(BUILTIN_METRICS)
