@@ -89,7 +89,23 @@ def load_roundtrip(path: Path) -> CommentedMap:
     if not isinstance(doc, CommentedMap):
         raise SpecError(path, "", "expected a mapping at the top")
     _check_unicode(path, doc)
+    if _expanded_size(doc, {}) > MAX_VALUES:
+        raise SpecError(path, "", f"its aliases expand to more than {MAX_VALUES:,} values")
     return doc
+
+
+MAX_VALUES = 1_000_000
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """How many values `node` holds once every alias is expanded (linear in the file's nodes)."""
+    if not isinstance(node, dict | list):
+        return 1
+    known = sizes.get(id(node))
+    if known is None:
+        children = node.values() if isinstance(node, dict) else node
+        known = sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return known
 
 
 def _check_unicode(path: Path, doc: CommentedMap) -> None:

@@ -231,3 +231,15 @@ def test_load_not_a_mapping(tmp_path: Path, text: str) -> None:
 def _reload(text: str) -> Any:
     """Parse with ruamel's safe loader, independently of the round-trip machinery."""
     return YAML(typ="safe", pure=True).load(text)
+
+
+def test_aliases_that_expand_past_a_million_values_are_refused(tmp_path: Path) -> None:
+    rows = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefg", "bcdefgh", strict=True):
+        rows.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
+    path = tmp_path / "laughs.yml"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(SpecError, match="expand to more than 1,000,000 values"):
+        yamledit.load_roundtrip(path)
+    path.write_text("\n".join(rows[:4]) + "\n")  # 10**4 values: fine
+    assert len(yamledit.to_plain(yamledit.load_roundtrip(path))["d"]) == 10

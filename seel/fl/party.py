@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hmac
 import os
 import signal
 import sys
@@ -125,7 +126,12 @@ class Party:
         stopping = False
         try:
             message = await wire.read_message(reader, self.config.max_message_bytes)
-            if self.token is None or message.fields.get("token") != self.token:
+            token = message.fields.get("token")
+            if (
+                self.token is None
+                or not isinstance(token, str)
+                or not hmac.compare_digest(token.encode(), self.token.encode())
+            ):
                 raise wire.WireError(
                     f"{message.kind!r} request without this party's registration token"
                 )
