@@ -1,7 +1,8 @@
 """The `seel` command. Thin: parse options into settings, call the library, map to an exit code.
 
 Exit codes: 0 all trials ran (timeouts are results), 1 some trials failed for infrastructure
-reasons, 2 bad input, 130 interrupted (143 on SIGTERM).
+reasons or the results could not be written (a full disk), 2 bad input, 130 interrupted (143 on
+SIGTERM).
 """
 
 from __future__ import annotations
@@ -49,16 +50,15 @@ def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
 @contextlib.contextmanager
 def _errors(debug: bool) -> Iterator[None]:
     """Turn SEEL's errors into one line and an exit code (a traceback only with --debug)."""
-    from seel.errors import PortUnavailable
+    from seel.errors import PortUnavailable, StorageError
 
     try:
         yield
     except SeelError as exc:
         if debug:
             raise
-        raise _fail(
-            str(exc), EXIT_INFRA if isinstance(exc, PortUnavailable) else EXIT_INPUT
-        ) from None
+        infra = isinstance(exc, PortUnavailable | StorageError)
+        raise _fail(str(exc), EXIT_INFRA if infra else EXIT_INPUT) from None
 
 
 def _port_range(text: str | None) -> tuple[int, int] | None:

@@ -90,7 +90,14 @@ async def run_sweep(
     result = RunResult(run_dir=out, tally=Tally())
     started = time.monotonic()
     try:
-        result.strays_stopped = await asyncio.to_thread(run_dir.stop_strays)  # it waits for them
+        strays = asyncio.ensure_future(asyncio.to_thread(run_dir.stop_strays))  # it waits for them
+        try:
+            result.strays_stopped = await asyncio.shield(strays)
+        except asyncio.CancelledError:
+            # Interrupted while stopping what a dead controller left: finish that, start nothing.
+            result.strays_stopped = await strays
+            result.interrupted = True
+            return result
         done = run_dir.done_ids()
         run_id = str(run_dir.plan["run_id"])
         sink.emit(

@@ -97,7 +97,8 @@ class Scheduler:
         self.sink.emit(TrialFinished(outcome))
 
     async def run(self) -> Tally:
-        """Run until the source is exhausted; on cancellation, record what the trials return."""
+        """Run until the source is exhausted; on cancellation or an error, stop every running trial
+        and record what it returns."""
         running: dict[asyncio.Task[Outcome], tuple[TrialSpec, int]] = {}
         retry: deque[tuple[TrialSpec, int]] = deque()
         try:
@@ -126,7 +127,9 @@ class Scheduler:
                         retry.append((trial, attempt + 1))
                     else:
                         self._finish(outcome)
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or an outcome could not be recorded (a full disk): no trial outlives
+            # the loop. Each is stopped, and recorded if it still can be.
             for task in running:
                 task.cancel()
             results = await asyncio.gather(*running, return_exceptions=True)

@@ -9,12 +9,17 @@
 
 A trial counts as done once its final line is in the ledger. A line with status `interrupted`
 is kept for the record but the trial is run again on resume; the latest line of a trial wins.
+A line is appended whole or not at all: if the disk refuses part of it, the file is cut back to
+where it was, and a line torn by a crash is cut off when the directory is opened again, so the
+next line never lands on a fragment. A write that fails raises StorageError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import io
 import json
 import os
 import signal
@@ -23,26 +28,114 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from seel.errors import RunDirError
+from seel.errors import RunDirError, StorageError
 from seel.outcome import Outcome, Status
 
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
 
 
-def _proc_start_ticks(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, or None if it does not exist."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command (state first), or None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return stat.rsplit(")", 1)[1].split()
 
 
-def _fsync_line(handle: IO[str], doc: dict[str, Any]) -> None:
-    handle.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
+def _proc_start_ticks(pid: int) -> int | None:
+    """The start time of a process in clock ticks since boot, or None if it does not exist."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _alive(pid: int, ticks: int) -> bool:
+    """Whether the process that started at `ticks` is running (a zombie has ended)."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == ticks
+
+
+def _live_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields) of every process that has not ended."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _proc_stat(int(entry))) and fields[0] != "Z":
+            yield int(entry), fields
+
+
+RUN_ENV = "SEEL_RUN_ID"  # in the environment of every process a run starts
+
+
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return entry in environ.split(b"\0")
+
+
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    message = f"{exc.filename or path}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        message += "; what was recorded is kept: free space, then run the same command to resume"
+    return StorageError(message)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_line(handle: IO[bytes], doc: dict[str, Any]) -> None:
+    """Append one JSON line durably, whole or not at all; OSError if the disk refuses it."""
+    fd = handle.fileno()
+    size = os.fstat(fd).st_size
+    try:
+        _write_all(fd, (json.dumps(doc, separators=(",", ":")) + "\n").encode())
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Cut off a last line that has no newline: a write the previous controller never finished."""
+    try:
+        handle = path.open("rb+")
+    except FileNotFoundError:
+        return
+    with handle:
+        end = keep = handle.seek(0, os.SEEK_END)
+        while keep > 0:
+            start = max(0, keep - (1 << 16))
+            handle.seek(start)
+            chunk = handle.read(keep - start)
+            if keep == end and chunk.endswith(b"\n"):
+                return
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        handle.truncate(keep)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all: a temporary file, then a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(exc, path) from None
 
 
 def read_ledger(path: Path) -> Iterator[dict[str, Any]]:
@@ -66,9 +159,12 @@ class RunDir:
 
     def __init__(self, path: Path, plan: dict[str, Any]) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "trials").mkdir(exist_ok=True)
-        self._lock = (path / ".lock").open("a+")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "trials").mkdir(exist_ok=True)
+            self._lock = (path / ".lock").open("a+")
+        except OSError as exc:
+            raise storage_error(exc, path) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,10 +174,9 @@ class RunDir:
             raise RunDirError(
                 f"{path}: another seel run (pid {owner}) is using this run directory"
             ) from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+        with contextlib.suppress(OSError):  # the owner's pid only serves the message above
+            os.ftruncate(self._lock.fileno(), 0)
+            os.write(self._lock.fileno(), str(os.getpid()).encode())
         plan_path = path / "plan.json"
         if plan_path.exists():
             old = json.loads(plan_path.read_text())
@@ -94,14 +189,18 @@ class RunDir:
             self.resumed = True
             plan = old
         else:
-            tmp = plan_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(plan, indent=2))
-            tmp.replace(plan_path)
+            try:
+                _replace_file(plan_path, json.dumps(plan, indent=2).encode())
+            except StorageError:
+                self.close()
+                raise
             self.resumed = False
         self.plan = plan
         self.ledger_path = path / "ledger.jsonl"
-        self._ledger = self.ledger_path.open("a", encoding="utf-8")
-        self._procs = (path / "procs.jsonl").open("a", encoding="utf-8")
+        self.procs_path = path / "procs.jsonl"
+        _cut_torn_tail(self.ledger_path)
+        self._ledger = self.ledger_path.open("ab", buffering=0)
+        self._procs = self.procs_path.open("ab", buffering=0)
 
     def close(self) -> None:
         for handle in ("_ledger", "_procs"):
@@ -124,9 +223,12 @@ class RunDir:
         return {tid for tid, status in latest.items() if status != Status.INTERRUPTED}
 
     def record(self, outcome: Outcome) -> None:
-        """Append a finished trial to the ledger, durably."""
+        """Append a finished trial to the ledger, durably; StorageError if it cannot be written."""
         doc = outcome.to_json()
-        _fsync_line(self._ledger, doc)
+        try:
+            _fsync_line(self._ledger, doc)
+        except OSError as exc:
+            raise storage_error(exc, self.ledger_path) from None
         with contextlib.suppress(OSError):
             (self.trial_dir(outcome.trial_id) / "outcome.json").write_text(
                 json.dumps(doc, indent=2)
@@ -135,26 +237,34 @@ class RunDir:
     # -- process ledger -------------------------------------------------------------------
 
     def record_spawn(self, trial_id: str, name: str, pid: int, pgid: int) -> None:
-        _fsync_line(
-            self._procs,
-            {
-                "event": "spawn",
-                "trial": trial_id,
-                "name": name,
-                "pid": pid,
-                "pgid": pgid,
-                "ticks": _proc_start_ticks(pid),
-            },
-        )
+        """Note a process, to find it after a crash; StorageError if it cannot be written."""
+        doc = {
+            "event": "spawn",
+            "trial": trial_id,
+            "name": name,
+            "pid": pid,
+            "pgid": pgid,
+            "ticks": _proc_start_ticks(pid),
+        }
+        try:
+            _fsync_line(self._procs, doc)
+        except OSError as exc:
+            raise storage_error(exc, self.procs_path) from None
 
     def record_reaped(self, pid: int) -> None:
-        _fsync_line(self._procs, {"event": "reaped", "pid": pid})
+        """Note a process as gone. Best effort: without the line, a resume checks the pid's start
+        time, which no longer matches."""
+        with contextlib.suppress(OSError):
+            _fsync_line(self._procs, {"event": "reaped", "pid": pid})
 
     def stop_strays(self, grace_s: float = 2.0) -> list[int]:
         """Kill processes a dead controller left behind; returns their pids.
 
-        A pid counts only if its start time matches the one recorded at spawn, so a recycled pid
-        is never signalled.
+        What is left of a child is its process group: the child, if its start time matches the
+        one recorded at spawn (so a recycled pid is never signalled), and whatever it started
+        there, which may outlive it. A group whose leader is gone is still the child's while it
+        has a member, as a group id is not reused until then; a member must also be in the
+        child's session and have started after it.
         """
         spawned: dict[int, dict[str, Any]] = {}
         for doc in read_ledger(self.path / "procs.jsonl"):
@@ -162,22 +272,34 @@ class RunDir:
                 spawned[int(doc["pid"])] = doc
             elif doc.get("event") == "reaped":
                 spawned.pop(int(doc["pid"]), None)
-        strays = [
-            doc
-            for pid, doc in spawned.items()
-            if doc.get("ticks") and _proc_start_ticks(pid) == doc["ticks"]
-        ]
+        groups: dict[int, int] = {}  # group -> its leader's start ticks
+        for pid, doc in spawned.items():
+            ticks = doc.get("ticks")
+            if ticks and _proc_start_ticks(pid) in (ticks, None):  # ours, or gone
+                groups[int(doc["pgid"])] = int(ticks)
+        strays: dict[int, tuple[int, int]] = {}  # pid -> (group, start ticks)
+        marker = f"{RUN_ENV}={self.plan.get('run_id')}".encode()
+        for pid, fields in _live_processes():
+            pgid, session, ticks = int(fields[2]), int(fields[3]), int(fields[19])
+            if pgid in groups and session == pgid and ticks >= groups[pgid]:
+                strays[pid] = (pgid, ticks)
+            elif pid != os.getpid() and _environ_has(pid, marker):
+                # started with this run's mark, but never recorded: the controller died between
+                # spawning it and writing the spawn line
+                strays[pid] = (pgid, ticks)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for doc in strays:
+            # Only groups with a member still alive: an emptied group's id may be reused.
+            left = {pgid for pid, (pgid, ticks) in strays.items() if _alive(pid, ticks)}
+            for pgid in left:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(doc["pgid"]), sig)
+                    os.killpg(pgid, sig)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and any(_proc_start_ticks(d["pid"]) for d in strays):
-                time.sleep(
-                    0.05
-                )  # processes that are not our children: no pidfd wait; run in a thread
+            while left and time.monotonic() < deadline:
+                if not any(_alive(pid, ticks) for pid, (_, ticks) in strays.items()):
+                    break
+                time.sleep(0.05)  # processes that are not our children: no pidfd wait
         self._procs.truncate(0)
-        return [int(d["pid"]) for d in strays]
+        return sorted(strays)
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -210,9 +332,11 @@ class RunDir:
         )
         written = []
         for name, write in ((RESULTS_PARQUET, frame.write_parquet), (RESULTS_CSV, frame.write_csv)):
-            tmp = self.path / f".{name}.tmp"
-            write(tmp)
-            tmp.replace(self.path / name)
+            # Serialized in memory, so that a full disk is an OSError from our own write, not an
+            # error of the table library's.
+            buffer = io.BytesIO()
+            write(buffer)
+            _replace_file(self.path / name, buffer.getvalue())
             written.append(self.path / name)
         return written
 

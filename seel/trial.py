@@ -20,13 +20,13 @@ from typing import Any
 
 from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
 from seel.engine import Engine, Failure, Step
-from seel.errors import PortUnavailable, SeelError
+from seel.errors import PortUnavailable, SeelError, StorageError
 from seel.events import PartyState, PhaseReached, RoundFinished, Sink
 from seel.forkserver import ForkServer
 from seel.outcome import Outcome, PartyResult, Status
 from seel.plan import Plan
 from seel.ports import PortAllocator
-from seel.store import RunDir
+from seel.store import RUN_ENV, RunDir, storage_error
 from seel.sweep import TrialSpec
 
 _MAX_METRICS_LINE = 16_384
@@ -105,7 +105,12 @@ class LocalRunner:
         self.sink = sink
         self.timeouts = timeouts
         self.stop_grace_s = stop_grace_s
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.engine.env}
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **plan.engine.env,
+            RUN_ENV: str(run_dir.plan["run_id"]),  # lets a resume find a child never recorded
+        }
         self._forkserver: ForkServer | None = None
         self._forkserver_up: asyncio.Future[bool] | None = None
 
@@ -249,10 +254,15 @@ class _TrialRun:
             )
         gathered: asyncio.Future[Any] = asyncio.gather(*waits)
         racing: set[asyncio.Future[Any]] = {gathered, self.failure}
-        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-        if not gathered.done():
-            gathered.cancel()
-            await asyncio.gather(gathered, return_exceptions=True)
+        finished_first = False
+        try:
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+            finished_first = gathered.done()
+        finally:
+            if not gathered.done():  # a child failed first, or the trial was cancelled
+                gathered.cancel()
+                await asyncio.gather(gathered, return_exceptions=True)
+        if not finished_first:
             raise self.failure.result()
         gathered.result()
 
@@ -270,8 +280,11 @@ class _TrialRun:
     async def _lifecycle(self) -> None:
         plan = self.r.plan
         self.ports = await asyncio.to_thread(self.r.ports.reserve, 1 + plan.n_parties)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
+        except OSError as exc:  # the run directory's fault, not the trial's: not a result
+            raise storage_error(exc, self.dir) from None
         cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
         self.aggregator = await self._spawn(
             "aggregator", self.engine.argv(self.engine.aggregator, str(agg_cfg)), cwd
@@ -329,6 +342,9 @@ class _TrialRun:
             await self._lifecycle()
         except asyncio.CancelledError:
             status, reason = Status.INTERRUPTED, "the sweep was interrupted"
+        except StorageError:
+            await self._shielded_cleanup(hurry=True)
+            raise
         except MarkerTimeout as exc:
             phase_timeout = self._phase_timeout(self.phase or "")
             status = Status.TIMEOUT
