@@ -598,7 +598,14 @@ def _configs(sweep: Path, raw: Any) -> tuple[Path, tuple[Path, ...]]:
         if not isinstance(party, str) or not party.strip():
             raise SpecError(sweep, f"configs.parties[{i}]", "expected a file path")
         party_paths.append(_absolute(base / party))
-    return _absolute(base / aggregator), tuple(party_paths)
+    aggregator_path = _absolute(base / aggregator)
+    named = [("configs.aggregator", aggregator_path)]
+    named += [(f"configs.parties[{i}]", p) for i, p in enumerate(party_paths)]
+    for key, config in named:
+        if not config.is_file():
+            why = "is not a file" if config.exists() else "file not found"
+            raise SpecError(sweep, key, f"{config}: {why}")
+    return aggregator_path, tuple(party_paths)
 
 
 # ---------------------------------------------------------------------------------------------

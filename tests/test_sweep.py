@@ -331,11 +331,11 @@ def test_unknown_configs_key(write: Writer) -> None:
     assert_names(spec_error(path), path, "configs.server", "unknown key")
 
 
-def test_missing_config_file_names_the_config(write: Writer, project: Path) -> None:
+def test_missing_config_file_names_the_sweep_key_and_the_config(write: Writer, project: Path) -> None:
     path = write("", header=HEADER.replace("party1.yml", "party9.yml"))
     error = spec_error(path)
-    assert error.file == str(project / "configs" / "party9.yml")
-    assert error.why == "file not found"
+    assert (error.file, error.key) == (str(path), "configs.parties[1]")
+    assert error.why == f"{project / 'configs' / 'party9.yml'}: file not found"
 
 
 def test_malformed_config_names_the_config(write: Writer, project: Path) -> None:

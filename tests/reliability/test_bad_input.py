@@ -190,7 +190,7 @@ CASES: list[Any] = [
     pytest.param(
         set_party_config(1, "configs/config_party9.yml"),
         (),
-        ["{root}/configs/config_party9.yml", "file not found"],
+        [SWEEP, "configs.parties[1]", "{root}/configs/config_party9.yml: file not found"],
         id="missing-config-file",
     ),
     pytest.param(
