@@ -17,7 +17,7 @@ import json
 import os
 import select
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,9 +66,8 @@ def spawned(docs: Iterable[dict[str, Any]]) -> list[tuple[int, int]]:
     return [(int(d["pid"]), int(d["pgid"])) for d in docs if d.get("event") == "spawn"]
 
 
-def processes_in_groups(pgids: set[int]) -> list[tuple[int, int, str]]:
-    """(pid, pgid, command) of every live process whose process group is one of `pgids`."""
-    found = []
+def live_processes() -> Iterator[tuple[int, int, int, str]]:
+    """(pid, parent pid, process group, command) of every process that has not ended."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -78,10 +77,14 @@ def processes_in_groups(pgids: set[int]) -> list[tuple[int, int, str]]:
             continue
         # the command is in parentheses and may hold spaces; fields after it are fixed
         rest = stat[stat.rindex(")") + 2 :].split()
-        state, pgid = rest[0], int(rest[2])
-        if pgid in pgids and state != "Z":
-            found.append((int(entry), pgid, stat[stat.index("(") + 1 : stat.rindex(")")]))
-    return found
+        if rest[0] != "Z":
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
+            yield int(entry), int(rest[1]), int(rest[2]), command
+
+
+def processes_in_groups(pgids: set[int]) -> list[tuple[int, int, str]]:
+    """(pid, pgid, command) of every live process whose process group is one of `pgids`."""
+    return [(pid, pgid, cmd) for pid, _, pgid, cmd in live_processes() if pgid in pgids]
 
 
 def pid_alive(pid: int) -> bool:
@@ -139,21 +142,7 @@ def assert_phase_in_time(outcome: dict[str, Any], phase: str, timeout_s: float) 
 def live_children(parent: int | None = None) -> list[tuple[int, str]]:
     """(pid, command) of every live process whose parent is `parent` (default: this process)."""
     parent = os.getpid() if parent is None else parent
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2 :].split()
-        if int(rest[1]) == parent and rest[0] != "Z":
-            found.append((int(entry), stat[stat.index("(") + 1 : stat.rindex(")")]))
-    return found
-
-
-# -- the controller as a subprocess: its events, its spawns across resumes, its exit status ------
+    return [(pid, cmd) for pid, ppid, _, cmd in live_processes() if ppid == parent]
 
 
 def shell_status(returncode: int) -> int:
