@@ -23,12 +23,14 @@ the preloaded modules.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import importlib
 import io
 import json
 import os
+import runpy
 import select
 import signal
 import socket
@@ -104,8 +106,6 @@ def _become(request: dict[str, Any], tty: int, started: int) -> int:
         sys.modules["random"].seed()
     sys.argv = ["-m", *request["argv"]]
     sys.modules.pop(request["module"], None)  # run afresh as __main__, as `python -m` would
-    import runpy
-
     code = 0
     try:
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -114,8 +114,6 @@ def _become(request: dict[str, Any], tty: int, started: int) -> int:
     except BaseException:
         traceback.print_exc()
         code = 1
-    import atexit
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -111,8 +111,7 @@ class LocalRunner:
             **plan.engine.env,
             RUN_ENV: str(run_dir.plan["run_id"]),  # lets a resume find a child never recorded
         }
-        self._forkserver: ForkServer | None = None
-        self._forkserver_up: asyncio.Future[bool] | None = None
+        self._forkserver: asyncio.Future[ForkServer | None] | None = None
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
         """Run one trial to its outcome; never raises for anything the trial did."""
@@ -123,33 +122,34 @@ class LocalRunner:
 
         None if it has none or the server cannot start: processes are then spawned cold.
         """
-        engine = self.plan.engine
-        if not engine.preloaded():
+        if not self.plan.engine.preloaded():
             return None
-        if self._forkserver_up is None:
-            server = ForkServer(
-                engine.python, engine.preload, self.env, self.run_dir.path / "forkserver.log"
-            )
-            self._forkserver = server
-            self._forkserver_up = asyncio.ensure_future(self._start_forkserver(server))
-        up = await asyncio.shield(self._forkserver_up)
-        return self._forkserver if up else None
+        if self._forkserver is None:
+            self._forkserver = asyncio.ensure_future(self._start_forkserver())
+        return await asyncio.shield(self._forkserver)
 
-    async def _start_forkserver(self, server: ForkServer) -> bool:
+    async def _start_forkserver(self) -> ForkServer | None:
+        engine = self.plan.engine
+        log = self.run_dir.path / "forkserver.log"
+        server = ForkServer(engine.python, engine.preload, self.env, log)
         up = await server.start()
-        if server.pid is not None:
-            self.run_dir.record_spawn("", "forkserver", server.pid, server.pid)
-        return up
+        if server.pid is None:
+            return None
+        self.run_dir.record_spawn("", "forkserver", server.pid, server.pid)
+        if not up:  # it has already ended, and says why in its log
+            self.run_dir.record_reaped(server.pid)
+            return None
+        return server
 
     async def aclose(self) -> None:
         """Stop what the runner keeps between trials (the fork server)."""
-        server, self._forkserver = self._forkserver, None
-        if server is None:
+        starting, self._forkserver = self._forkserver, None
+        if starting is None:
             return
-        if self._forkserver_up is not None and not self._forkserver_up.done():
-            await asyncio.gather(self._forkserver_up, return_exceptions=True)
-        await server.aclose()
-        if server.pid is not None:
+        server = (await asyncio.gather(starting, return_exceptions=True))[0]
+        if isinstance(server, ForkServer):
+            await server.aclose()
+            assert server.pid is not None
             self.run_dir.record_reaped(server.pid)
 
 
