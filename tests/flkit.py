@@ -127,6 +127,11 @@ class Federation:
     def up(self) -> tuple[Proc, list[Proc]]:
         """Spawn everything and take it to the point where TRAIN may be sent."""
         agg, parties = self.spawn()
+        self.start(agg, parties, register=True)
+        return agg, parties
+
+    def start(self, agg: Proc, parties: list[Proc], register: bool) -> None:
+        """START the spawned aggregator and parties, and REGISTER the parties if asked."""
         agg.expect("Aggregator initialization successful")
         agg.send("START")
         agg.expect("Aggregator start successful")
@@ -134,9 +139,9 @@ class Federation:
             p.expect("Party initialization successful")
             p.send("START")
             p.expect("Party start successful")
-            p.send("REGISTER")
-            p.expect("Registration Successful")
-        return agg, parties
+            if register:
+                p.send("REGISTER")
+                p.expect("Registration Successful")
 
     def kill_all(self) -> None:
         for p in self.procs:

@@ -148,13 +148,7 @@ def limited_federation(
         for proc in (agg, *parties):
             proc.child.logfile_read = io.StringIO()
             logs.append(proc.child.logfile_read)
-        agg.expect("Aggregator initialization successful")
-        agg.send("START")
-        agg.expect("Aggregator start successful")
-        for p in parties:
-            p.expect("Party initialization successful")
-            p.send("START")
-            p.expect("Party start successful")
+        fed.start(agg, parties, register=False)
         yield fed, agg, parties, logs
     finally:
         fed.kill_all()
