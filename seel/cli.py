@@ -20,12 +20,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from seel.engine import Engine
 from seel.errors import SeelError
 from seel.events import Sink, SweepStopping
 from seel.plan import Plan
 from seel.run import RunResult, RunSettings, prepare
-from seel.sweep import SweepSpec
 
 EXIT_OK, EXIT_INFRA, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -62,17 +60,14 @@ def _errors(debug: bool) -> Iterator[None]:
 
 
 def _port_range(text: str | None) -> tuple[int, int] | None:
+    from seel.ports import parse_port_range
+
     if text is None:
         return None
-    low, sep, high = text.partition("-")
-    if (
-        not sep
-        or not low.isdigit()
-        or not high.isdigit()
-        or not 1024 <= int(low) <= int(high) <= 65535
-    ):
-        raise _fail(f"--port-range: expected A-B with 1024 <= A <= B <= 65535, got {text!r}")
-    return int(low), int(high)
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise _fail(f"--port-range: {exc}") from None
 
 
 OverridesArg = Annotated[
@@ -93,7 +88,7 @@ MetricOpt = Annotated[
 
 async def _run_async(
     settings: RunSettings,
-    prepared: tuple[SweepSpec, Engine, Plan],
+    plan: Plan,
     sink: Sink,
     ticker: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[RunResult, int | None]:
@@ -114,7 +109,7 @@ async def _run_async(
         loop.add_signal_handler(sig, on_signal, sig)
     tick = asyncio.ensure_future(ticker()) if ticker is not None else None
     try:
-        result = await run_sweep(settings, sink, prepared)
+        result = await run_sweep(settings, sink, plan)
     finally:
         if tick is not None:
             tick.cancel()
@@ -196,27 +191,25 @@ def run(
         python=python,
     )
     with _errors(debug):
-        prepared = prepare(settings)  # bad input fails here, before any output starts
+        plan = prepare(settings)  # bad input fails here, before any output starts
         if json_events:
             from seel.render.jsonl import JsonLinesSink
 
             result, sig = asyncio.run(
                 _run_async(
-                    settings, prepared, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice())
+                    settings, plan, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice())
                 )
             )
         elif sys.stdout.isatty() and not plain:
             from seel.render.live import LiveSink
 
             with LiveSink(_console(), metric) as live:
-                result, sig = asyncio.run(_run_async(settings, prepared, live, live.ticker))
+                result, sig = asyncio.run(_run_async(settings, plan, live, live.ticker))
             if live.finished is not None:
                 PlainSink(sys.stdout, metric).emit(live.finished)
         else:
             result, sig = asyncio.run(
-                _run_async(
-                    settings, prepared, FanOut(PlainSink(sys.stdout, metric), _StoppingNotice())
-                )
+                _run_async(settings, plan, FanOut(PlainSink(sys.stdout, metric), _StoppingNotice()))
             )
     if result.interrupted or sig is not None:
         raise typer.Exit(EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT)
@@ -240,28 +233,32 @@ def validate(
       seel validate sweeps/paper-table1.yml hyperparams.global.rounds=2,3
     """
     from seel import yamledit
-    from seel.run import RunSettings, prepare
-    from seel.sweep import trial_at
+    from seel.grid import trial_at
 
     with _errors(debug):
-        spec, engine, plan = prepare(RunSettings(sweep=sweep, overrides=tuple(overrides or ())))
-        print(f"{spec.path}: {spec.trial_count()} trials on engine {engine.name}, all checked")
-        for p in spec.parameters:
-            print(
-                f"  {p.name}: {len(p.values)} values: {', '.join(map(repr, p.values[:8]))}{' ...' if len(p.values) > 8 else ''}"
-            )
+        plan = prepare(RunSettings(sweep=sweep, overrides=tuple(overrides or ())))
+        spec, engine = plan.spec, plan.engine
+        if spec.search is not None:
+            print(f"{spec.path}: a search on engine {engine.name}, all checked")
+            for p in spec.parameters:
+                print(f"  {p.name}: {json.dumps(p.dist.describe())}")
+        else:
+            print(f"{spec.path}: {spec.trial_count()} trials on engine {engine.name}, all checked")
+            for p in spec.parameters:
+                shown = ", ".join(map(repr, p.values[:8])) + (" ..." if len(p.values) > 8 else "")
+                print(f"  {p.name}: {len(p.values)} values: {shown}")
         for name, _, value in spec.fixed:
             print(f"  {name} = {value!r} (fixed)")
         if spec.repeats > 1:
             print(f"  repeats: {spec.repeats}")
-        originals = [spec.aggregator_config, *spec.party_configs]
-        docs = [plan.aggregator_base, *plan.party_bases]
+        originals = plan.configs.paths()
+        docs = plan.configs.docs()
         ports = []
         for doc, proc in zip(
             docs, [engine.aggregator] + [engine.party] * plan.n_parties, strict=True
         ):
             ports.append(int(yamledit.get_path(doc, proc.port_keys[0])))
-        for index in range(min(show, spec.trial_count())):
+        for index in range(min(show, spec.trial_count()) if spec.search is None else 0):
             trial = trial_at(spec, index)
             agg, parties = plan.docs_for(trial, ports)
             print(f"\n{trial.trial_id}: " + " ".join(f"{k}={v!r}" for k, v in trial.params.items()))

@@ -8,6 +8,7 @@ A sweep file names a shipped engine or defines its own in the same shape.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import math
 import os
@@ -16,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from ruamel.yaml import YAML
 from seel.errors import SpecError
 
 PHASES = ("init", "start", "register", "train", "eval", "stop")
+DEFAULT_PHASE_TIMEOUT_S = 60.0  # for a phase an engine and its sweep give no timeout
+_MAX_METRICS_LINE = 16_384
 _PROCESSES = ("aggregator", "parties")
 _STATUSES = ("timeout", "crashed", "failed")
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -69,6 +72,63 @@ class ProcessDef:
 
 
 @dataclass(frozen=True)
+class RoundLine:
+    """What a round line says: the round's number, of how many (if said), the global accuracy."""
+
+    round: int
+    rounds: int | None
+    accuracy: float | None
+
+
+class _NonFinite(ast.NodeTransformer):
+    """`nan` and `inf` as Python prints them in a dict (`float('nan')` reprs as `nan`)."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("nan", "inf"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
+
+
+def parse_metrics(text: str) -> dict[str, float] | None:
+    """Read a metrics dict literal (never evaluated as code); numeric entries only.
+
+    Bare `nan` and `inf` are read as floats; a number beyond the float range is left out.
+    """
+    if len(text) > _MAX_METRICS_LINE:
+        return None
+    try:
+        tree = _NonFinite().visit(ast.parse(text.strip(), mode="eval"))
+        value = ast.literal_eval(tree)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    metrics = {}
+    for k, v in value.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            try:
+                metrics[str(k)] = float(v)
+            except OverflowError:
+                continue
+    return metrics
+
+
+def parse_round(match: re.Match[str]) -> RoundLine | None:
+    """A round line's match as a RoundLine; None if its round number is unreadable."""
+    groups = match.groupdict()
+    try:
+        number = int(match.group("round"))
+        total = int(groups["rounds"]) if groups.get("rounds") else None
+    except ValueError:
+        return None
+    try:
+        accuracy = float(groups["accuracy"]) if groups.get("accuracy") else None
+    except ValueError:
+        accuracy = None
+    return RoundLine(number, total, accuracy)
+
+
+@dataclass(frozen=True)
 class Engine:
     """A complete engine definition."""
 
@@ -83,13 +143,27 @@ class Engine:
     failures: tuple[Failure, ...]
     round_pattern: re.Pattern[str] | None
     metrics_pattern: re.Pattern[str]
-    timeouts: dict[str, float]
+    timeouts: dict[str, float]  # every phase: the engine's own, else DEFAULT_PHASE_TIMEOUT_S
     stop_grace_s: float
     stop_term_grace_s: float
     max_parallel: int | None
     validate: str | None
     env: dict[str, str] = field(default_factory=dict)  # added to the environment of every process
     preload: tuple[str, ...] = ()  # modules run with `{python} -m` that a fork server preloads
+
+    def round_line(self, text: str) -> RoundLine | None:
+        """What an aggregator's line says of a finished round, or None if it is not one."""
+        match = self.round_pattern.search(text) if self.round_pattern else None
+        return parse_round(match) if match else None
+
+    def metrics_line(self, text: str) -> dict[str, float] | None:
+        """The metrics a party's line prints, or None if it is not a metrics line."""
+        match = self.metrics_pattern.search(text)
+        return parse_metrics(match.group("dict")) if match else None
+
+    def with_timeouts(self, timeouts: dict[str, float]) -> Engine:
+        """This engine with a sweep's phase timeouts laid over its own."""
+        return replace(self, timeouts={**self.timeouts, **timeouts})
 
     def argv(self, process: ProcessDef, config: str) -> list[str]:
         """The command line of a process for a config file."""
@@ -305,7 +379,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             raise fr.fail("status", f"expected one of {', '.join(_STATUSES)}")
         failures.append(Failure(fr.get(f, "marker", str), status, fr.get(f, "retry", bool, False)))
     timeouts_doc = r.get(doc, "timeouts", dict, {})
-    timeouts: dict[str, float] = {}
+    timeouts = dict.fromkeys(PHASES, DEFAULT_PHASE_TIMEOUT_S)
     tr = _Reader(source, r.key("timeouts"))
     for phase in timeouts_doc:
         if phase not in PHASES:
@@ -392,8 +466,6 @@ def load_engine(spec: str | dict[str, Any], source: str, python: str | None = No
 
 
 def _with_python(engine: Engine, python: str) -> Engine:
-    from dataclasses import replace
-
     check = tuple(python if part == engine.python else part for part in engine.check)
     return replace(engine, python=python, check=check)
 

@@ -20,7 +20,8 @@ class SweepStarted:
     trial_count: int
     pending: int
     parallel: int
-    parameters: dict[str, list[Any]]
+    parameters: dict[str, list[Any]]  # a grid's values, or the bounds of a range a search samples
+    budget: bool = False  # trial_count is a search's budget, not the size of a grid
 
 
 @dataclass(frozen=True)

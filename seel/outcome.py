@@ -14,6 +14,7 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
     CRASHED = "crashed"
     FAILED = "failed"
+    PRUNED = "pruned"  # stopped early by an optimizer on its round values: a result
     INTERRUPTED = "interrupted"
 
 

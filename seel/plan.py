@@ -1,8 +1,8 @@
-"""A sweep bound to its engine: validated once, then renders each trial's configs.
+"""A sweep bound to its engine: checked once, then renders each trial's configs.
 
-Rendering starts from the user's files loaded once with ruamel.yaml round-trip, so comments, key
-order and quoting survive; only the swept keys, the seeds of repeats, the ports and the relative
-paths the engine names change. The user's files are never written.
+Rendering starts from the user's files as the sweep loaded them (ruamel.yaml round-trip, once), so
+comments, key order and quoting survive; only the swept keys, the seeds of repeats, the ports and
+the relative paths the engine names change. The user's files are never written.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 
 from seel import yamledit
-from seel.engine import Engine, ProcessDef, Validator
+from seel.engine import Engine, Validator
 from seel.errors import SpecError
-from seel.sweep import SweepSpec, Target, TrialSpec
+from seel.space import Target, TrialSpec
+from seel.sweep import SweepSpec
 
 AGGREGATOR_FILE = "config_agg.yml"
 
@@ -25,90 +26,73 @@ def party_file(index: int) -> str:
     return f"config_party{index}.yml"
 
 
-def _set_plain(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = doc
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-
-
 class Plan:
-    """Base configs, engine and sweep: what every trial of this sweep is made from."""
+    """The sweep, its engine (with the sweep's phase timeouts laid over the engine's) and the base
+    configs: what every trial of this sweep is made from."""
 
     def __init__(self, spec: SweepSpec, engine: Engine) -> None:
         self.spec = spec
-        self.engine = engine
-        self.aggregator_base = yamledit.load_roundtrip(spec.aggregator_config)
-        self.party_bases = [yamledit.load_roundtrip(p) for p in spec.party_configs]
+        self.engine = engine.with_timeouts(spec.timeouts)
+        self.configs = spec.configs
 
     @property
     def n_parties(self) -> int:
-        return len(self.party_bases)
+        return self.configs.n_parties
 
     def config_cwd(self) -> Path:
-        return self.spec.aggregator_config.parent
+        return self.configs.aggregator_path.parent
 
     # -- validation -----------------------------------------------------------------------
 
     def validate(self) -> None:
         """Check the engine's keys exist in the configs and every swept value passes the engine's
-        own config checks; SpecError on the first problem. Costs one check per value, not per trial.
+        own config checks; SpecError on the first problem. Costs one check per value, not per trial
+        (for a range an optimizer samples: its bounds).
         """
-        for path, doc, proc in self._docs_with_defs():
+        eng = self.engine
+        procs = [eng.aggregator] + [eng.party] * self.n_parties
+        for path, doc, proc in zip(self.configs.paths(), self.configs.docs(), procs, strict=True):
             for key in (*proc.port_keys, *proc.aggregator_port_keys):
                 if not yamledit.has_path(doc, key):
-                    raise SpecError(
-                        path, key, f"missing: the {self.engine.name} engine writes a port here"
-                    )
-        check = self.engine.validator()
+                    raise SpecError(path, key, f"missing: the {eng.name} engine writes a port here")
+        check = eng.validator()
         if check is None:
             return
-        base_agg = yamledit.to_plain(self.aggregator_base)
-        base_parties = [yamledit.to_plain(d) for d in self.party_bases]
+        base_agg = yamledit.to_plain(self.configs.aggregator)
+        base_parties = [yamledit.to_plain(d) for d in self.configs.parties]
         for _, target, value in self.spec.fixed:
-            self._apply_plain(base_agg, base_parties, target, value)
+            self._set(base_agg, base_parties, target, value)
         problem = self._problem(check, base_agg, base_parties)
         if problem is not None:
             raise problem
         for param in self.spec.parameters:
-            for value in param.values:
+            for value in param.probe_values():
                 agg, parties = copy.deepcopy(base_agg), copy.deepcopy(base_parties)
-                self._apply_plain(agg, parties, param.target, value)
+                self._set(agg, parties, param.target, value)
                 problem = self._problem(check, agg, parties)
                 if problem is not None:
                     raise SpecError(
                         self.spec.path, f"parameters.{param.name}", f"value {value!r}: {problem}"
                     )
 
-    def _docs_with_defs(self) -> list[tuple[Path, CommentedMap, ProcessDef]]:
-        out = [(self.spec.aggregator_config, self.aggregator_base, self.engine.aggregator)]
-        out += [
-            (p, d, self.engine.party)
-            for p, d in zip(self.spec.party_configs, self.party_bases, strict=True)
-        ]
-        return out
-
-    def _apply_plain(
-        self, agg: dict[str, Any], parties: list[dict[str, Any]], target: Target, value: Any
-    ) -> None:
-        for doc in self._targets(agg, parties, target):
-            _set_plain(doc, target.path, value)
-
     @staticmethod
-    def _targets(agg: Any, parties: list[Any], target: Target) -> list[Any]:
+    def _set(agg: Any, parties: list[Any], target: Target, value: Any) -> None:
+        """Set a target's key in plain or round-trip documents (list indexes included)."""
         if target.process == "aggregator":
-            return [agg]
-        if target.party_index is None:
-            return list(parties)
-        return [parties[target.party_index]]
+            docs = [agg]
+        elif target.party_index is None:
+            docs = list(parties)
+        else:
+            docs = [parties[target.party_index]]
+        for doc in docs:
+            yamledit.set_path(doc, target.path, value)
 
     def _problem(
         self, check: Validator, agg: dict[str, Any], parties: list[dict[str, Any]]
     ) -> SpecError | None:
         """What the engine's checker says of these configs, as (config file, key, why)."""
         try:
-            check(agg, parties, self.spec.aggregator_config, list(self.spec.party_configs))
+            check(agg, parties, self.configs.aggregator_path, list(self.configs.party_paths))
         except Exception as exc:
             why = getattr(exc, "why", None)
             if why is None:
@@ -124,16 +108,14 @@ class Plan:
         self, trial: TrialSpec, ports: list[int]
     ) -> tuple[CommentedMap, list[CommentedMap]]:
         """The trial's configs: the user's, with swept values, repeat seeds, ports and paths set."""
-        agg = yamledit.copy_doc(self.aggregator_base)
-        parties = [yamledit.copy_doc(d) for d in self.party_bases]
+        agg = yamledit.copy_doc(self.configs.aggregator)
+        parties = [yamledit.copy_doc(d) for d in self.configs.parties]
         for _, target, value in self.spec.fixed:
-            for doc in self._targets(agg, parties, target):
-                yamledit.set_path(doc, target.path, value)
+            self._set(agg, parties, target, value)
         for param in self.spec.parameters:
-            for doc in self._targets(agg, parties, param.target):
-                yamledit.set_path(doc, param.target.path, trial.params[param.name])
+            self._set(agg, parties, param.target, trial.params[param.name])
         eng = self.engine
-        sources = [self.spec.aggregator_config, *self.spec.party_configs]
+        sources = self.configs.paths()
         for i, (doc, proc) in enumerate(
             [(agg, eng.aggregator), *[(p, eng.party) for p in parties]]
         ):

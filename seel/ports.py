@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,18 @@ from pathlib import Path
 from seel.errors import PortUnavailable
 
 DEFAULT_RANGE = (20000, 32000)
+_RANGE = re.compile(r"\s*([0-9]+)\s*-\s*([0-9]+)\s*")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """`A-B` as (A, B); ValueError says what is wrong."""
+    match = _RANGE.fullmatch(text)
+    if match is None:
+        raise ValueError(f'expected "A-B" such as "6000-6999", not {text!r}')
+    first, last = int(match.group(1)), int(match.group(2))
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError(f"expected 1024 <= A <= B <= 65535, not {first}-{last}")
+    return first, last
 
 
 def default_registry_dir() -> Path:

@@ -1,6 +1,8 @@
-"""Running a sweep: validate everything, open (or resume) the run directory, schedule, compact.
+"""Running a sweep: check everything, open (or resume) the run directory, schedule, compact.
 
 This is the library entry point the CLI calls; it knows nothing of terminals or output formats.
+Where trials come from and where they run are arguments: `run_sweep(..., source=, runner=)` takes
+a factory for each, so the grid and local processes are defaults, not assumptions.
 """
 
 from __future__ import annotations
@@ -8,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seel.context import Machine
 from seel.engine import Engine, load_engine
-from seel.events import Sink, SweepFinished, SweepStarted
+from seel.events import Event, Sink, SweepFinished, SweepStarted
+from seel.grid import GridSource
+from seel.manifest import RunManifest
 from seel.plan import Plan
 from seel.ports import PortAllocator
-from seel.scheduler import GridSource, Scheduler, Tally
+from seel.procs import ProcessLedger
+from seel.scheduler import Runner, Scheduler, Tally, TrialSource
 from seel.store import RunDir
-from seel.sweep import SweepSpec, iter_trials, load_sweep
+from seel.sweep import SweepSpec, load_sweep
 from seel.trial import LocalRunner
 
 
@@ -44,16 +50,40 @@ class RunResult:
     tally: Tally
     results: list[Path] = field(default_factory=list)
     interrupted: bool = False
-    strays_stopped: list[int] = field(default_factory=list)
 
 
-def prepare(settings: RunSettings) -> tuple[SweepSpec, Engine, Plan]:
-    """Load, expand and validate everything; raises SpecError before anything starts."""
+# (plan, open run directory) -> where the trials come from
+SourceFactory = Callable[[Plan, RunDir], TrialSource]
+# (plan, open run directory, the run's id, where events go, settings) -> where the trials run
+RunnerFactory = Callable[[Plan, RunDir, str, Callable[[Event], None], RunSettings], Runner]
+
+
+def prepare(settings: RunSettings) -> Plan:
+    """Load, expand and check everything; raises SpecError before anything starts."""
     spec = load_sweep(settings.sweep, settings.overrides)
     engine = load_engine(spec.engine, str(spec.path), python=settings.python)
     plan = Plan(spec, engine)
     plan.validate()
-    return spec, engine, plan
+    return plan
+
+
+def grid_source(plan: Plan, run_dir: RunDir) -> TrialSource:
+    """Every trial of the grid not yet done."""
+    return GridSource.of(plan.spec, run_dir.done_ids())
+
+
+def local_runner(
+    plan: Plan, run_dir: RunDir, run_id: str, emit: Callable[[Event], None], settings: RunSettings
+) -> Runner:
+    """Trials as processes of this machine."""
+    machine = Machine(
+        plan,
+        run_dir.path,
+        run_id,
+        ProcessLedger(run_dir.path / "procs.jsonl"),
+        PortAllocator(settings.port_range or plan.spec.port_range, settings.ports_dir),
+    )
+    return LocalRunner(machine, emit)
 
 
 def default_parallel(engine: Engine) -> int:
@@ -66,75 +96,92 @@ def default_out(spec: SweepSpec) -> Path:
     return Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _manifest(plan: Plan, settings: RunSettings, source: TrialSource) -> RunManifest:
+    spec = plan.spec
+    return RunManifest(
+        run_id=RunManifest.new_run_id(),
+        sweep=str(spec.path),
+        name=spec.name,
+        engine=plan.engine.name,
+        fingerprint=spec.fingerprint(),
+        trial_count=source.total,
+        budget=spec.search is not None,
+        parameters=spec.space.describe(),
+        fixed={name: value for name, _, value in spec.fixed},
+        repeats=spec.repeats,
+        overrides=list(settings.overrides),
+    )
+
+
+async def _stop_strays(run_dir: RunDir) -> bool:
+    """Stop what a dead controller of this run left; False if a signal came meanwhile."""
+    if run_dir.manifest is None:
+        return True
+    ledger = ProcessLedger(run_dir.path / "procs.jsonl")
+    run_id = run_dir.manifest.run_id
+    try:
+        strays = asyncio.ensure_future(asyncio.to_thread(ledger.stop_strays, run_id))
+        try:
+            await asyncio.shield(strays)
+        except asyncio.CancelledError:
+            await strays  # finish stopping them, then start nothing
+            return False
+        return True
+    finally:
+        ledger.close()
+
+
 async def run_sweep(
-    settings: RunSettings, sink: Sink, prepared: tuple[SweepSpec, Engine, Plan] | None = None
+    settings: RunSettings,
+    sink: Sink,
+    plan: Plan | None = None,
+    *,
+    source: SourceFactory = grid_source,
+    runner: RunnerFactory = local_runner,
 ) -> RunResult:
     """Run or resume a sweep. Cancelling it stops every child and records what finished."""
-    spec, engine, plan = prepared or prepare(settings)
+    plan = plan or prepare(settings)
+    spec = plan.spec
     out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory
-    parallel = settings.parallel or spec.parallel or default_parallel(engine)
-    port_range = settings.port_range or spec.port_range
-    plan_doc = {
-        "sweep": str(spec.path),
-        "name": spec.name,
-        "engine": engine.name,
-        "fingerprint": spec.fingerprint(),
-        "trial_count": spec.trial_count(),
-        "parameters": {p.name: list(p.values) for p in spec.parameters},
-        "fixed": {name: value for name, _, value in spec.fixed},
-        "repeats": spec.repeats,
-        "overrides": list(settings.overrides),
-        "run_id": uuid.uuid4().hex[:12],
-    }
-    run_dir = RunDir(out, plan_doc)
+    parallel = settings.parallel or spec.parallel or default_parallel(plan.engine)
+    run_dir = RunDir(out, spec.fingerprint())
     result = RunResult(run_dir=out, tally=Tally())
     started = time.monotonic()
     try:
-        strays = asyncio.ensure_future(asyncio.to_thread(run_dir.stop_strays))  # it waits for them
-        try:
-            result.strays_stopped = await asyncio.shield(strays)
-        except asyncio.CancelledError:
-            # Interrupted while stopping what a dead controller left: finish that, start nothing.
-            result.strays_stopped = await strays
+        if not await _stop_strays(run_dir):
             result.interrupted = True
             return result
+        trials = source(plan, run_dir)
+        manifest = run_dir.begin(_manifest(plan, settings, trials))
         done = run_dir.done_ids()
-        run_id = str(run_dir.plan["run_id"])
         sink.emit(
             SweepStarted(
-                run_id=run_id,
+                run_id=manifest.run_id,
                 run_dir=str(out),
                 sweep=spec.name,
-                engine=engine.name,
-                trial_count=spec.trial_count(),
-                pending=spec.trial_count() - len(done),
+                engine=plan.engine.name,
+                trial_count=trials.total,
+                pending=max(0, trials.total - len(done)),
                 parallel=parallel,
-                parameters={p.name: list(p.values) for p in spec.parameters},
+                parameters=_axes(plan),
+                budget=manifest.budget,
             )
         )
-        timeouts = {**engine.timeouts, **spec.timeouts}
-        runner = LocalRunner(
-            plan, run_dir, PortAllocator(port_range, settings.ports_dir), sink, timeouts
-        )
         scheduler = Scheduler(
-            GridSource(iter_trials(spec), done),
-            runner,
-            parallel=parallel,
-            retries=settings.retries,
-            record=run_dir.record,
-            sink=sink,
+            trials, parallel=parallel, retries=settings.retries, record=run_dir.record, sink=sink
         )
         result.tally = scheduler.tally
+        where = runner(plan, run_dir, manifest.run_id, scheduler.emit, settings)
         try:
-            await scheduler.run()
+            await scheduler.run(where)
         except asyncio.CancelledError:
             result.interrupted = True
         finally:
-            await runner.aclose()
+            await where.aclose()
         result.results = run_dir.compact()
         sink.emit(
             SweepFinished(
-                run_id=run_id,
+                run_id=manifest.run_id,
                 counts=dict(result.tally.by_status),
                 elapsed_s=time.monotonic() - started,
                 results=[str(p) for p in result.results],
@@ -144,3 +191,8 @@ async def run_sweep(
     finally:
         run_dir.close()
     return result
+
+
+def _axes(plan: Plan) -> dict[str, list[object]]:
+    """Each parameter's values for displays: a grid's values, or a range's bounds."""
+    return {p.name: list(p.probe_values()) for p in plan.spec.parameters}

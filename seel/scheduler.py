@@ -1,30 +1,37 @@
 """The scheduler: takes trials from a source, runs up to N at once through a runner, records them.
 
 Two seams are explicit so that other sources and other places to run fit without changes here:
-- a TrialSource hands out trials and is told each outcome (a grid today; an ask/tell optimizer
-  such as Optuna's TPE can implement the same two methods);
-- a Runner turns a trial into an Outcome (local processes today; a worker on another machine,
-  such as a Ray actor, can implement the same coroutine).
+- a TrialSource hands out trials, sees each round a running trial reports (and may ask for it to
+  be stopped early), and is told each outcome: the grid (`seel.grid`), or an ask-and-tell
+  optimizer;
+- a Runner turns a trial into an Outcome and can end a running one from outside: local processes
+  (`seel.trial.LocalRunner`), or workers on other machines.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from seel.events import Sink, TrialFinished, TrialStarted
+from seel.events import Event, RoundFinished, Sink, TrialFinished, TrialStarted
 from seel.outcome import Outcome, Status
-from seel.sweep import TrialSpec
+from seel.space import TrialSpec
 
 
 class TrialSource(Protocol):
-    """Where trials come from."""
+    """Where trials come from. The sweep is over when `next_trial` gives None and no trial runs."""
+
+    total: int  # the grid's size, or a search's budget
 
     def next_trial(self) -> TrialSpec | None:
         """The next trial to run, or None when there is nothing more to run now."""
+        ...
+
+    def observe(self, trial_id: str, round: int, value: float | None) -> bool:
+        """A running trial finished a round with this value; True to stop it now (pruned)."""
         ...
 
     def tell(self, outcome: Outcome) -> None:
@@ -39,23 +46,13 @@ class Runner(Protocol):
         """Run a trial to its outcome (a failing trial is an outcome, not an exception)."""
         ...
 
+    def stop(self, trial_id: str, status: Status, reason: str) -> None:
+        """End a running trial from outside, with this status and reason."""
+        ...
 
-class GridSource:
-    """Every trial of an expansion, in order, minus those already done."""
-
-    def __init__(self, trials: Iterator[TrialSpec], done: set[str]) -> None:
-        self._trials = trials
-        self._done = done
-
-    def next_trial(self) -> TrialSpec | None:
-        for trial in self._trials:
-            if trial.trial_id not in self._done:
-                return trial
-        return None
-
-    def tell(self, outcome: Outcome) -> None:
-        if outcome.status is not Status.INTERRUPTED:
-            self._done.add(outcome.trial_id)
+    async def aclose(self) -> None:
+        """Release what the runner keeps between trials."""
+        ...
 
 
 @dataclass
@@ -73,7 +70,6 @@ class Scheduler:
     def __init__(
         self,
         source: TrialSource,
-        runner: Runner,
         *,
         parallel: int,
         retries: int,
@@ -81,12 +77,19 @@ class Scheduler:
         sink: Sink,
     ) -> None:
         self.source = source
-        self.runner = runner
+        self.runner: Runner | None = None
         self.parallel = max(1, parallel)
         self.retries = retries
         self.record = record
         self.sink = sink
         self.tally = Tally()
+
+    def emit(self, event: Event) -> None:
+        """Where a runner sends its trials' events: the source sees each round, then the sink."""
+        if isinstance(event, RoundFinished) and self.runner is not None:
+            if self.source.observe(event.trial_id, event.round, event.accuracy):
+                self.runner.stop(event.trial_id, Status.PRUNED, f"pruned after round {event.round}")
+        self.sink.emit(event)
 
     def _finish(self, outcome: Outcome) -> None:
         self.record(outcome)
@@ -96,9 +99,10 @@ class Scheduler:
             self.tally.infrastructure_failures += 1
         self.sink.emit(TrialFinished(outcome))
 
-    async def run(self) -> Tally:
+    async def run(self, runner: Runner) -> Tally:
         """Run until the source is exhausted; on cancellation or an error, stop every running trial
         and record what it returns."""
+        self.runner = runner
         running: dict[asyncio.Task[Outcome], tuple[TrialSpec, int]] = {}
         retry: deque[tuple[TrialSpec, int]] = deque()
         try:
@@ -114,7 +118,7 @@ class Scheduler:
                     self.sink.emit(
                         TrialStarted(trial.trial_id, dict(trial.params), trial.repeat, attempt)
                     )
-                    running[asyncio.create_task(self.runner.run(trial, attempt))] = (trial, attempt)
+                    running[asyncio.create_task(runner.run(trial, attempt))] = (trial, attempt)
                 if not running:
                     return self.tally
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

@@ -1,8 +1,8 @@
-"""A run directory: the plan, the results ledger, the process ledger and the results tables.
+"""A run directory: the manifest, the results ledger, the process ledger and the results tables.
 
-    RUN_DIR/plan.json        what is being swept (checked on resume)
+    RUN_DIR/plan.json        the run's manifest: what is being swept (checked on resume)
     RUN_DIR/ledger.jsonl     one fsync'd JSON line per finished trial: the source of truth
-    RUN_DIR/procs.jsonl      every process spawned and reaped, to find strays after a crash
+    RUN_DIR/procs.jsonl      every process spawned and reaped (seel.procs), to find strays
     RUN_DIR/results.parquet  one row per trial x party, compacted from the ledger with polars
     RUN_DIR/results.csv      the same, as CSV
     RUN_DIR/trials/ID/       each trial's configs, transcripts and outcome.json
@@ -22,56 +22,16 @@ import fcntl
 import io
 import json
 import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from seel.errors import RunDirError, StorageError
+from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Outcome, Status
 
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command (state first), or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, or None if it does not exist."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def _alive(pid: int, ticks: int) -> bool:
-    """Whether the process that started at `ticks` is running (a zombie has ended)."""
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] != "Z" and int(fields[19]) == ticks
-
-
-def _live_processes() -> Iterator[tuple[int, list[str]]]:
-    """(pid, stat fields) of every process that has not ended."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _proc_stat(int(entry))) and fields[0] != "Z":
-            yield int(entry), fields
-
-
-RUN_ENV = "SEEL_RUN_ID"  # in the environment of every process a run starts
-
-
-def _environ_has(pid: int, entry: bytes) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return entry in environ.split(b"\0")
 
 
 def storage_error(exc: OSError, path: Path) -> StorageError:
@@ -87,7 +47,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_line(handle: IO[bytes], doc: dict[str, Any]) -> None:
+def fsync_line(handle: IO[bytes], doc: dict[str, Any]) -> None:
     """Append one JSON line durably, whole or not at all; OSError if the disk refuses it."""
     fd = handle.fileno()
     size = os.fstat(fd).st_size
@@ -157,7 +117,9 @@ def read_ledger(path: Path) -> Iterator[dict[str, Any]]:
 class RunDir:
     """An open run directory, locked against a second controller."""
 
-    def __init__(self, path: Path, plan: dict[str, Any]) -> None:
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        """Open and lock `path`; RunDirError if it holds another sweep's results (a different
+        fingerprint) or another controller has it."""
         self.path = path
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -177,35 +139,33 @@ class RunDir:
         with contextlib.suppress(OSError):  # the owner's pid only serves the message above
             os.ftruncate(self._lock.fileno(), 0)
             os.write(self._lock.fileno(), str(os.getpid()).encode())
-        plan_path = path / "plan.json"
-        if plan_path.exists():
-            old = json.loads(plan_path.read_text())
-            if old.get("fingerprint") != plan.get("fingerprint"):
-                self.close()
-                raise RunDirError(
-                    f"{path}: holds the results of a different sweep ({old.get('sweep')}); "
-                    "use another --out directory"
-                )
-            self.resumed = True
-            plan = old
-        else:
-            try:
-                _replace_file(plan_path, json.dumps(plan, indent=2).encode())
-            except StorageError:
-                self.close()
-                raise
-            self.resumed = False
-        self.plan = plan
+        self.manifest = RunManifest.read(path)
+        if self.manifest is None and (path / MANIFEST_FILE).exists():
+            self.close()
+            raise RunDirError(f"{path / MANIFEST_FILE}: unreadable; use another --out directory")
+        if self.manifest is not None and self.manifest.fingerprint != fingerprint:
+            sweep = self.manifest.sweep
+            self.close()
+            raise RunDirError(
+                f"{path}: holds the results of a different sweep ({sweep}); "
+                "use another --out directory"
+            )
         self.ledger_path = path / "ledger.jsonl"
-        self.procs_path = path / "procs.jsonl"
         _cut_torn_tail(self.ledger_path)
         self._ledger = self.ledger_path.open("ab", buffering=0)
-        self._procs = self.procs_path.open("ab", buffering=0)
+
+    def begin(self, manifest: RunManifest) -> RunManifest:
+        """The run's manifest: the one already here (a resume), else `manifest`, written now."""
+        if self.manifest is None:
+            _replace_file(
+                self.path / MANIFEST_FILE, json.dumps(manifest.to_json(), indent=2).encode()
+            )
+            self.manifest = manifest
+        return self.manifest
 
     def close(self) -> None:
-        for handle in ("_ledger", "_procs"):
-            with contextlib.suppress(AttributeError):
-                getattr(self, handle).close()
+        with contextlib.suppress(AttributeError):
+            self._ledger.close()
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
@@ -226,80 +186,13 @@ class RunDir:
         """Append a finished trial to the ledger, durably; StorageError if it cannot be written."""
         doc = outcome.to_json()
         try:
-            _fsync_line(self._ledger, doc)
+            fsync_line(self._ledger, doc)
         except OSError as exc:
             raise storage_error(exc, self.ledger_path) from None
         with contextlib.suppress(OSError):
             (self.trial_dir(outcome.trial_id) / "outcome.json").write_text(
                 json.dumps(doc, indent=2)
             )
-
-    # -- process ledger -------------------------------------------------------------------
-
-    def record_spawn(self, trial_id: str, name: str, pid: int, pgid: int) -> None:
-        """Note a process, to find it after a crash; StorageError if it cannot be written."""
-        doc = {
-            "event": "spawn",
-            "trial": trial_id,
-            "name": name,
-            "pid": pid,
-            "pgid": pgid,
-            "ticks": _proc_start_ticks(pid),
-        }
-        try:
-            _fsync_line(self._procs, doc)
-        except OSError as exc:
-            raise storage_error(exc, self.procs_path) from None
-
-    def record_reaped(self, pid: int) -> None:
-        """Note a process as gone. Best effort: without the line, a resume checks the pid's start
-        time, which no longer matches."""
-        with contextlib.suppress(OSError):
-            _fsync_line(self._procs, {"event": "reaped", "pid": pid})
-
-    def stop_strays(self, grace_s: float = 2.0) -> list[int]:
-        """Kill processes a dead controller left behind; returns their pids.
-
-        What is left of a child is its process group: the child, if its start time matches the
-        one recorded at spawn (so a recycled pid is never signalled), and whatever it started
-        there, which may outlive it. A group whose leader is gone is still the child's while it
-        has a member, as a group id is not reused until then; a member must also be in the
-        child's session and have started after it.
-        """
-        spawned: dict[int, dict[str, Any]] = {}
-        for doc in read_ledger(self.path / "procs.jsonl"):
-            if doc.get("event") == "spawn":
-                spawned[int(doc["pid"])] = doc
-            elif doc.get("event") == "reaped":
-                spawned.pop(int(doc["pid"]), None)
-        groups: dict[int, int] = {}  # group -> its leader's start ticks
-        for pid, doc in spawned.items():
-            ticks = doc.get("ticks")
-            if ticks and _proc_start_ticks(pid) in (ticks, None):  # ours, or gone
-                groups[int(doc["pgid"])] = int(ticks)
-        strays: dict[int, tuple[int, int]] = {}  # pid -> (group, start ticks)
-        marker = f"{RUN_ENV}={self.plan.get('run_id')}".encode()
-        for pid, fields in _live_processes():
-            pgid, session, ticks = int(fields[2]), int(fields[3]), int(fields[19])
-            if pgid in groups and session == pgid and ticks >= groups[pgid]:
-                strays[pid] = (pgid, ticks)
-            elif pid != os.getpid() and _environ_has(pid, marker):
-                # started with this run's mark, but never recorded: the controller died between
-                # spawning it and writing the spawn line
-                strays[pid] = (pgid, ticks)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            # Only groups with a member still alive: an emptied group's id may be reused.
-            left = {pgid for pid, (pgid, ticks) in strays.items() if _alive(pid, ticks)}
-            for pgid in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, sig)
-            deadline = time.monotonic() + grace_s
-            while left and time.monotonic() < deadline:
-                if not any(_alive(pid, ticks) for pid, (_, ticks) in strays.items()):
-                    break
-                time.sleep(0.05)  # processes that are not our children: no pidfd wait
-        self._procs.truncate(0)
-        return sorted(strays)
 
     # -- tables ---------------------------------------------------------------------------
 

@@ -2,34 +2,28 @@
 
 The engine's steps run in order; a phase's timeout covers all of its steps. Any process printing a
 failure marker, or exiting before the stop phase, ends the trial at once with a status and the
-phase it happened in. Whatever happens, every child goes down the stop ladder before the outcome
+phase it happened in; so does a halt from outside (an optimizer pruning the trial). Whatever happens, every child goes down the stop ladder before the outcome
 is returned, and a cancelled trial returns an `interrupted` outcome after its cleanup.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
-import os
-import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
+from seel.context import Machine, TrialContext
 from seel.engine import Engine, Failure, Step
 from seel.errors import PortUnavailable, SeelError, StorageError
-from seel.events import PartyState, PhaseReached, RoundFinished, Sink
-from seel.forkserver import ForkServer
+from seel.events import Event, PartyState, PhaseReached, RoundFinished
 from seel.outcome import Outcome, PartyResult, Status
-from seel.plan import Plan
-from seel.ports import PortAllocator
-from seel.store import RUN_ENV, RunDir, storage_error
-from seel.sweep import TrialSpec
+from seel.space import TrialSpec
+from seel.store import storage_error
 
-_MAX_METRICS_LINE = 16_384
 _PARTY_STATE = {
     "init": "ready",
     "start": "started",
@@ -39,127 +33,65 @@ _PARTY_STATE = {
 }
 
 
-class _NonFinite(ast.NodeTransformer):
-    """`nan` and `inf` as Python prints them in a dict (`float('nan')` reprs as `nan`)."""
+class Halted(SeelError):
+    """The trial was ended from outside (an optimizer pruned it) with this status and reason."""
 
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        if node.id in ("nan", "inf"):
-            return ast.copy_location(ast.Constant(float(node.id)), node)
-        return node
+    def __init__(self, status: Status, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
-def parse_metrics(text: str) -> dict[str, float] | None:
-    """Read a metrics dict literal (never evaluated as code); numeric entries only.
+async def run_trial(
+    ctx: TrialContext, trial: TrialSpec, attempt: int, halt: asyncio.Future[Halted] | None = None
+) -> Outcome:
+    """Run one trial to its outcome; never raises for anything the trial did.
 
-    Bare `nan` and `inf` are read as floats; a number beyond the float range is left out.
+    Setting `halt` ends the trial at once with its status and reason, down the stop ladder.
     """
-    if len(text) > _MAX_METRICS_LINE:
-        return None
-    try:
-        tree = _NonFinite().visit(ast.parse(text.strip(), mode="eval"))
-        value = ast.literal_eval(tree)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    metrics = {}
-    for k, v in value.items():
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            try:
-                metrics[str(k)] = float(v)
-            except OverflowError:
-                continue
-    return metrics
-
-
-def parse_round(match: re.Match[str]) -> tuple[int, int | None, float | None] | None:
-    """(round, rounds or None, accuracy or None) from a round line's match; None if unreadable."""
-    groups = match.groupdict()
-    try:
-        number = int(match.group("round"))
-        total = int(groups["rounds"]) if groups.get("rounds") else None
-    except ValueError:
-        return None
-    try:
-        accuracy = float(groups["accuracy"]) if groups.get("accuracy") else None
-    except ValueError:
-        accuracy = None
-    return number, total, accuracy
+    return await _TrialRun(ctx, trial, attempt, halt).run()
 
 
 class LocalRunner:
-    """Runs trials as local processes (the seam where a distributed runner plugs in)."""
+    """Runs trials as processes of this machine (a Runner)."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        run_dir: RunDir,
-        ports: PortAllocator,
-        sink: Sink,
-        timeouts: dict[str, float],
-        stop_grace_s: float | None = None,
-    ) -> None:
-        self.plan = plan
-        self.run_dir = run_dir
-        self.ports = ports
-        self.sink = sink
-        self.timeouts = timeouts
-        self.stop_grace_s = stop_grace_s
-        self.env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            **plan.engine.env,
-            RUN_ENV: str(run_dir.plan["run_id"]),  # lets a resume find a child never recorded
-        }
-        self._forkserver: asyncio.Future[ForkServer | None] | None = None
+    def __init__(self, machine: Machine, emit: Callable[[Event], None]) -> None:
+        self.machine = machine
+        self.ctx = machine.context(emit)
+        self._halts: dict[str, asyncio.Future[Halted]] = {}
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
-        """Run one trial to its outcome; never raises for anything the trial did."""
-        return await _TrialRun(self, trial, attempt).run()
+        halt: asyncio.Future[Halted] = asyncio.get_running_loop().create_future()
+        self._halts[trial.trial_id] = halt
+        try:
+            return await run_trial(self.ctx, trial, attempt, halt)
+        finally:
+            del self._halts[trial.trial_id]
 
-    async def forkserver(self) -> ForkServer | None:
-        """The sweep's fork server, started on first use, if the engine preloads modules.
-
-        None if it has none or the server cannot start: processes are then spawned cold.
-        """
-        if not self.plan.engine.preloaded():
-            return None
-        if self._forkserver is None:
-            self._forkserver = asyncio.ensure_future(self._start_forkserver())
-        return await asyncio.shield(self._forkserver)
-
-    async def _start_forkserver(self) -> ForkServer | None:
-        engine = self.plan.engine
-        log = self.run_dir.path / "forkserver.log"
-        server = ForkServer(engine.python, engine.preload, self.env, log)
-        up = await server.start()
-        if server.pid is None:
-            return None
-        self.run_dir.record_spawn("", "forkserver", server.pid, server.pid)
-        if not up:  # it has already ended, and says why in its log
-            self.run_dir.record_reaped(server.pid)
-            return None
-        return server
+    def stop(self, trial_id: str, status: Status, reason: str) -> None:
+        """End a running trial from outside with this status; nothing if it is not running."""
+        halt = self._halts.get(trial_id)
+        if halt is not None and not halt.done():
+            halt.set_result(Halted(status, reason))
 
     async def aclose(self) -> None:
-        """Stop what the runner keeps between trials (the fork server)."""
-        starting, self._forkserver = self._forkserver, None
-        if starting is None:
-            return
-        server = (await asyncio.gather(starting, return_exceptions=True))[0]
-        if isinstance(server, ForkServer):
-            await server.aclose()
-            assert server.pid is not None
-            self.run_dir.record_reaped(server.pid)
+        await self.machine.aclose()
 
 
 class _TrialRun:
-    def __init__(self, runner: LocalRunner, trial: TrialSpec, attempt: int) -> None:
-        self.r = runner
-        self.engine: Engine = runner.plan.engine
+    def __init__(
+        self,
+        ctx: TrialContext,
+        trial: TrialSpec,
+        attempt: int,
+        halt: asyncio.Future[Halted] | None,
+    ) -> None:
+        self.ctx = ctx
+        self.engine: Engine = ctx.engine
         self.trial = trial
         self.attempt = attempt
-        self.dir = runner.run_dir.trial_dir(trial.trial_id)
+        self.halt = halt if halt is not None else asyncio.get_running_loop().create_future()
+        self.dir = ctx.trial_dir(trial.trial_id)
         self.children: list[Child] = []
         self.aggregator: Child | None = None
         self.parties: list[Child] = []
@@ -184,21 +116,18 @@ class _TrialRun:
         if child.failure is not None and not self.failure.done():
             self.failure.set_result(child.failure)
         if child is self.aggregator:
-            pattern = self.engine.round_pattern
-            match = pattern.search(line.text) if pattern else None
-            parsed_round = parse_round(match) if match else None
-            if parsed_round is not None:
-                number, total, accuracy = parsed_round
+            said = self.engine.round_line(line.text)
+            if said is not None:
                 self.rounds += 1
-                if accuracy is not None:
-                    self.accuracies.append(accuracy)
-                self.r.sink.emit(RoundFinished(self.trial.trial_id, number, accuracy, total))
+                if said.accuracy is not None:
+                    self.accuracies.append(said.accuracy)
+                self.ctx.emit(
+                    RoundFinished(self.trial.trial_id, said.round, said.accuracy, said.rounds)
+                )
         else:
-            match = self.engine.metrics_pattern.search(line.text)
-            if match:
-                parsed = parse_metrics(match.group("dict"))
-                if parsed is not None:
-                    self.metrics[self.parties.index(child)] = parsed
+            metrics = self.engine.metrics_line(line.text)
+            if metrics is not None:
+                self.metrics[self.parties.index(child)] = metrics
 
     def _on_exit(self, child: Child) -> None:
         if self.stopping or self.failure.done():
@@ -214,20 +143,17 @@ class _TrialRun:
             name,
             argv,
             cwd=cwd,
-            env=self.r.env,
-            forkserver=await self.r.forkserver(),
+            env=self.ctx.env,
+            forkserver=await self.ctx.forkserver(),
             transcript=self.dir / f"{name}.log",
             failure_markers=list(self._failures),
             on_line=self._on_line,
             watch=self._watch,
         )
         self.children.append(child)
-        self.r.run_dir.record_spawn(self.trial.trial_id, name, child.pid, child.pgid)
+        self.ctx.processes.spawned(self.trial.trial_id, name, child.pid, child.pgid)
         child.exited.add_done_callback(lambda _: self._on_exit(child))
         return child
-
-    def _phase_timeout(self, phase: str) -> float:
-        return self.r.timeouts.get(phase) or self.engine.timeouts.get(phase) or 60.0
 
     async def _step(self, step: Step, marks: dict[Child, int], deadline: float) -> None:
         assert self.aggregator is not None
@@ -253,7 +179,7 @@ class _TrialRun:
                 else self._party_done(child, step.phase, mine)
             )
         gathered: asyncio.Future[Any] = asyncio.gather(*waits)
-        racing: set[asyncio.Future[Any]] = {gathered, self.failure}
+        racing: set[asyncio.Future[Any]] = {gathered, self.failure, self.halt}
         finished_first = False
         try:
             await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
@@ -263,13 +189,13 @@ class _TrialRun:
                 gathered.cancel()
                 await asyncio.gather(gathered, return_exceptions=True)
         if not finished_first:
-            raise self.failure.result()
+            raise self.failure.result() if self.failure.done() else self.halt.result()
         gathered.result()
 
     async def _party_done(self, child: Child, phase: str, waits: list[Any]) -> None:
         await asyncio.gather(*waits)
         state = _PARTY_STATE.get(phase, phase)
-        self.r.sink.emit(PartyState(self.trial.trial_id, self.parties.index(child), state))
+        self.ctx.emit(PartyState(self.trial.trial_id, self.parties.index(child), state))
 
     async def _expect_exit(self, child: Child, timeout_s: float) -> None:
         if not await child.wait_exit(timeout_s):
@@ -278,8 +204,8 @@ class _TrialRun:
             raise ChildExited(child.name, child.exit_code, child.tail())
 
     async def _lifecycle(self) -> None:
-        plan = self.r.plan
-        self.ports = await asyncio.to_thread(self.r.ports.reserve, 1 + plan.n_parties)
+        plan = self.ctx.plan
+        self.ports = await asyncio.to_thread(self.ctx.ports.reserve, 1 + plan.n_parties)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
@@ -300,12 +226,12 @@ class _TrialRun:
                 if self.phase is not None:
                     self.durations[self.phase] = now - phase_start
                 self.phase, phase_start = step.phase, now
-                deadline = now + self._phase_timeout(step.phase)
+                deadline = now + self.engine.timeouts[step.phase]
                 self.stopping = step.phase == "stop"
                 # Lines count from the phase's start, the first phase's from each spawn: a child
                 # may print its first marker while the next one is being started.
                 marks = {c: c.mark() if marks else 1 for c in self.children}
-                self.r.sink.emit(
+                self.ctx.emit(
                     PhaseReached(self.trial.trial_id, step.process, step.phase, now - self.t0)
                 )
             await self._step(step, marks, deadline)
@@ -317,7 +243,7 @@ class _TrialRun:
     async def _stop_all(self, hurry: bool) -> None:
         self.stopping = True
         eng = self.engine
-        grace = self.r.stop_grace_s if self.r.stop_grace_s is not None else eng.stop_grace_s
+        grace = self.ctx.stop_grace_s if self.ctx.stop_grace_s is not None else eng.stop_grace_s
         term = eng.stop_term_grace_s
         if hurry:
             grace, term = min(grace, 1.0), min(term, 1.0)
@@ -326,11 +252,11 @@ class _TrialRun:
             line = eng.aggregator.stop_line if child is self.aggregator else eng.party.stop_line
             await child.stop(line, grace, term)
             child.close()
-            self.r.run_dir.record_reaped(child.pid)
+            self.ctx.processes.reaped(child.pid)
 
         await asyncio.gather(*(stop(c) for c in self.children))
         if self.ports:
-            await asyncio.to_thread(self.r.ports.release, self.ports)
+            await asyncio.to_thread(self.ctx.ports.release, self.ports)
 
     # -- the whole trial ------------------------------------------------------------------
 
@@ -345,8 +271,10 @@ class _TrialRun:
         except StorageError:
             await self._shielded_cleanup(hurry=True)
             raise
+        except Halted as exc:
+            status, reason = exc.status, exc.reason
         except MarkerTimeout as exc:
-            phase_timeout = self._phase_timeout(self.phase or "")
+            phase_timeout = self.engine.timeouts.get(self.phase or "", 0.0)
             status = Status.TIMEOUT
             reason = f"{exc.child}: {exc.marker!r} not seen within the {self.phase} timeout of {phase_timeout:g} s"
         except FailureSeen as exc:

@@ -230,10 +230,12 @@ async def test_flood_keeps_memory_bounded_and_the_marker_is_seen(spawn: Spawn, t
     assert line.seq > flood // 100  # every flood line went through the reader
     assert len(child.tail(10**6)) <= 200
     assert peak < 8 << 20, f"peak traced memory {peak} bytes for a {flood} byte flood"
-    transcript = tmp_path / "child0.log"
-    size = transcript.stat().st_size
-    assert limit // 2 < size <= limit + 200
-    assert transcript.read_bytes().rstrip().endswith(b"# seel: transcript limit reached")
+    # The limit is on the child's output; SEEL's own notes (the spawn line names the interpreter
+    # and the checkout's path, so its length depends on where the tests run) always get through.
+    lines = (tmp_path / "child0.log").read_bytes().splitlines(keepends=True)
+    output = sum(len(line) for line in lines if b" # seel: " not in line)
+    assert limit // 2 < output <= limit
+    assert lines[-1].rstrip().endswith(b"# seel: transcript limit reached")
     # The child is still usable after the flood.
     child.send_line("START")
     await child.expect(STARTED, 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -160,3 +161,25 @@ def test_every_shipped_sweep_validates(sweep: str) -> None:
     result = CliRunner().invoke(app, ["validate", str(ROOT / "sweeps" / sweep), "--show", "1"])
     assert result.exit_code == 0, result.output
     assert "all checked" in result.stdout
+
+
+def test_a_list_indexed_parameter_is_set_at_that_index(tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "sweeps" / "configs" / "builtin", configs)
+    agg = configs / "config_agg.yml"
+    agg.write_text(agg.read_text() + "layers: [32, 64]       # widths\n")
+    sweep = tmp_path / "sweep.yml"
+    sweep.write_text(
+        "engine: {extends: builtin, validate: null}\n"
+        "configs: {aggregator: configs/config_agg.yml,"
+        " parties: [configs/config_party0.yml, configs/config_party1.yml]}\n"
+        "parameters:\n  layers.1: {values: [8, 16]}\n"
+    )
+    result = CliRunner().invoke(app, ["validate", str(sweep), "--show", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 trials on engine builtin, all checked" in result.stdout
+    assert "+layers: [32, 8]        # widths" in result.stdout  # the comment stays in its column
+    assert "+layers: [32, 16]       # widths" in result.stdout
+    bad = CliRunner().invoke(app, ["validate", str(sweep), "layers.2=4"])
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == f"seel: command line: layers.2: no such key in {agg}"

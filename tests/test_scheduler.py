@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from seel.events import Event, TrialFinished, TrialStarted
+from seel.events import Event, RoundFinished, TrialFinished, TrialStarted
+from seel.grid import GridSource
 from seel.outcome import Outcome, Status
-from seel.scheduler import GridSource, Scheduler
-from seel.sweep import TrialSpec
+from seel.scheduler import Scheduler
+from seel.space import TrialSpec
 
 
 def trials(n: int) -> Iterator[TrialSpec]:
@@ -37,6 +38,13 @@ class MockRunner:
         self.active = 0
         self.max_active = 0
         self.two_running = asyncio.Event()
+        self.stopped: list[tuple[str, Status, str]] = []
+
+    def stop(self, trial_id: str, status: Status, reason: str) -> None:
+        self.stopped.append((trial_id, status, reason))
+
+    async def aclose(self) -> None:
+        pass
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
         self.calls.append((trial.trial_id, attempt))
@@ -68,8 +76,8 @@ class Events:
 
 async def test_runs_everything_once_within_the_parallel_limit() -> None:
     runner, recorded, sink = MockRunner(), [], Events()
-    tally = await Scheduler(GridSource(trials(10), set()), runner, parallel=3, retries=0,
-                            record=recorded.append, sink=sink).run()
+    tally = await Scheduler(GridSource(trials(10), 10, set()), parallel=3, retries=0,
+                            record=recorded.append, sink=sink).run(runner)
     assert sorted(o.trial_id for o in recorded) == [f"t{i:05d}" for i in range(10)]
     assert runner.max_active == 3
     assert tally.by_status == {"ok": 10}
@@ -78,16 +86,16 @@ async def test_runs_everything_once_within_the_parallel_limit() -> None:
 
 async def test_done_trials_are_skipped() -> None:
     runner = MockRunner()
-    await Scheduler(GridSource(trials(5), {"t00001", "t00003"}), runner, parallel=2, retries=0,
-                    record=lambda o: None, sink=Events()).run()
+    await Scheduler(GridSource(trials(5), 5, {"t00001", "t00003"}), parallel=2, retries=0,
+                    record=lambda o: None, sink=Events()).run(runner)
     assert [c[0] for c in runner.calls] == ["t00000", "t00002", "t00004"]
 
 
 async def test_infrastructure_failures_are_retried_timeouts_are_not() -> None:
     script = {"t00000": [Status.FAILED, Status.OK], "t00001": [Status.TIMEOUT], "t00002": [Status.FAILED] * 5}
     runner, recorded, sink = MockRunner(script), [], Events()
-    tally = await Scheduler(GridSource(trials(3), set()), runner, parallel=1, retries=2,
-                            record=recorded.append, sink=sink).run()
+    tally = await Scheduler(GridSource(trials(3), 3, set()), parallel=1, retries=2,
+                            record=recorded.append, sink=sink).run(runner)
     final = {o.trial_id: (o.status, o.attempts) for o in recorded}
     assert final == {"t00000": (Status.OK, 2), "t00001": (Status.TIMEOUT, 1), "t00002": (Status.FAILED, 3)}
     assert tally.infrastructure_failures == 1
@@ -97,13 +105,37 @@ async def test_infrastructure_failures_are_retried_timeouts_are_not() -> None:
 async def test_cancel_records_interrupted_trials_and_grid_reruns_them() -> None:
     gate = asyncio.Event()
     runner, recorded = MockRunner(gate=gate), []
-    source = GridSource(trials(4), set())
-    task = asyncio.create_task(Scheduler(source, runner, parallel=2, retries=0,
-                                         record=recorded.append, sink=Events()).run())
+    source = GridSource(trials(4), 4, set())
+    task = asyncio.create_task(Scheduler(source, parallel=2, retries=0,
+                                         record=recorded.append, sink=Events()).run(runner))
     await runner.two_running.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [(o.trial_id, o.status) for o in recorded] == [("t00000", Status.INTERRUPTED), ("t00001", Status.INTERRUPTED)]
     done = {o.trial_id for o in recorded if o.status is not Status.INTERRUPTED}
-    assert GridSource(trials(4), done).next_trial() == next(trials(1))
+    assert GridSource(trials(4), 4, done).next_trial() == next(trials(1))
+
+
+class PruningSource(GridSource):
+    """A grid whose trials are stopped once a round's value falls below a bar."""
+
+    def __init__(self, n: int, bar: float) -> None:
+        super().__init__(trials(n), n, set())
+        self.bar = bar
+        self.seen: list[tuple[str, int, float | None]] = []
+
+    def observe(self, trial_id: str, round: int, value: float | None) -> bool:
+        self.seen.append((trial_id, round, value))
+        return value is not None and value < self.bar
+
+
+async def test_rounds_reach_the_source_and_a_weak_trial_is_stopped_as_pruned() -> None:
+    runner, sink = MockRunner(), Events()
+    scheduler = Scheduler(PruningSource(2, bar=0.5), parallel=2, retries=0,
+                          record=lambda o: None, sink=sink)
+    scheduler.runner = runner
+    scheduler.emit(RoundFinished("t00000", 1, 0.9, 3))
+    scheduler.emit(RoundFinished("t00001", 1, 0.2, 3))
+    assert runner.stopped == [("t00001", Status.PRUNED, "pruned after round 1")]
+    assert [e.trial_id for e in sink.events if isinstance(e, RoundFinished)] == ["t00000", "t00001"]

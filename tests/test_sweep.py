@@ -11,15 +11,10 @@ from typing import Any
 import pytest
 
 from seel.errors import SpecError
-from seel.sweep import (
-    SweepSpec,
-    Target,
-    iter_trials,
-    load_sweep,
-    parse_scalar,
-    parse_target,
-    trial_at,
-)
+from seel.grammar import parse_scalar
+from seel.grid import iter_trials, trial_at
+from seel.space import Target, parse_target
+from seel.sweep import SweepSpec, load_sweep
 
 AGGREGATOR = """\
 connection:
@@ -790,3 +785,54 @@ def test_fingerprint_is_stable_and_sensitive(write: Writer) -> None:
     for other in changed:
         assert load_sweep(other).fingerprint() != first
     assert load_sweep(write(body), ["model.name=a"]).fingerprint() != first
+
+
+# ---------------------------------------------------------------------------------------------
+# The search space
+
+
+def test_each_parameter_keeps_its_distribution(write: Writer) -> None:
+    from seel.space import Drawn, Listed, Stepped
+
+    spec = load_sweep(write(params("""
+hyperparams.global.rounds: {min: 2, max: 6, step: 2}
+hyperparams.local.optimizer.lr: {random: loguniform, low: 0.001, high: 1.0, count: 3, seed: 3}
+model.name: {values: [logistic, mlp]}
+""")))
+    rounds, lr, model = spec.parameters
+    assert rounds.dist == Stepped(2, 6, 2) and rounds.dist.is_int
+    assert rounds.values == (2, 4, 6)
+    assert lr.dist == Drawn("loguniform", 0.001, 1.0, 3, 3)
+    assert len(lr.values) == 3 and all(0.001 <= v <= 1.0 for v in lr.values)
+    assert model.dist == Listed(("logistic", "mlp"))
+    assert spec.space.describe() == {
+        "hyperparams.global.rounds": {"min": 2, "max": 6, "step": 2},
+        "hyperparams.local.optimizer.lr": {
+            "random": "loguniform", "low": 0.001, "high": 1.0, "count": 3, "seed": 3,
+        },
+        "model.name": {"values": ["logistic", "mlp"]},
+    }
+    assert spec.search is None
+
+
+def test_a_search_samples_ranges_without_count_and_takes_overrides(write: Writer) -> None:
+    body = params("hyperparams.local.optimizer.lr: {random: loguniform, low: 0.001, high: 1.0}")
+    grid = spec_error(write(body))
+    assert_names(grid, grid.file, "parameters.hyperparams.local.optimizer.lr.count", "missing")
+    path = write(body + "search: {sampler: tpe, trials: 60, objective: {metric: acc}}\n")
+    spec = load_sweep(path, ["search.trials=20", "search.objective.parties=min"])
+    assert spec.search == {
+        "sampler": "tpe", "trials": 20, "objective": {"metric": "acc", "parties": "min"},
+    }
+    (lr,) = spec.parameters
+    assert lr.probe_values() == (0.001, 1.0)
+    assert spec.fingerprint() != load_sweep(path).fingerprint()
+    swept = spec_error(path, ("search.trials=10,20",))
+    assert_names(swept, "command line", "search.trials", "single value")
+
+
+def test_a_search_bound_of_the_wrong_type_is_refused(write: Writer) -> None:
+    path = write(params("hyperparams.global.rounds: {random: uniform, low: 1, high: 5}")
+                 + "search: {trials: 5}\n")
+    error = spec_error(path)
+    assert_names(error, path, "parameters.hyperparams.global.rounds", "is a float")

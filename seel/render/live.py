@@ -68,6 +68,7 @@ class _State:
     pending: int = 0
     parallel: int = 1
     parameters: dict[str, list[Any]] = field(default_factory=dict)
+    budget: bool = False
     running: dict[str, _Running] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     finished: int = 0
@@ -116,7 +117,7 @@ class LiveSink:
         if isinstance(event, SweepStarted):
             s.sweep, s.engine, s.run_dir = event.sweep, event.engine, event.run_dir
             s.total, s.pending, s.parallel = event.trial_count, event.pending, event.parallel
-            s.parameters = event.parameters
+            s.parameters, s.budget = event.parameters, event.budget
             s.started = time.monotonic()
         elif isinstance(event, TrialStarted):
             s.running[event.trial_id] = _Running(event.params, time.monotonic(), event.attempt)
@@ -180,7 +181,8 @@ class LiveSink:
         return Text.assemble(
             ("seel ", "bold"),
             (s.sweep, "bold cyan"),
-            f"  engine {s.engine}  ·  {s.total} trials  ·  {s.parallel} at a time  ·  ",
+            f"  engine {s.engine}  ·  {s.total} trials{' (budget)' if s.budget else ''}"
+            f"  ·  {s.parallel} at a time  ·  ",
             (s.run_dir, "dim"),
         )
 
@@ -245,7 +247,11 @@ class LiveSink:
         names = list(s.parameters)
         if len(names) < 2 or not s.cells:
             return None
-        xs, ys = s.parameters[names[0]][:_MAX_AXIS], s.parameters[names[1]][:_MAX_AXIS]
+        if s.budget:  # a search samples its values: the axes are the values seen so far
+            xs = sorted({x for x, _ in s.cells}, key=_order)[:_MAX_AXIS]
+            ys = sorted({y for _, y in s.cells}, key=_order)[:_MAX_AXIS]
+        else:
+            xs, ys = s.parameters[names[0]][:_MAX_AXIS], s.parameters[names[1]][:_MAX_AXIS]
         means = {k: sum(v) / len(v) for k, v in s.cells.items()}
         low, high = min(means.values()), max(means.values())
         table = Table(show_lines=False, pad_edge=False)
@@ -270,6 +276,13 @@ class LiveSink:
             style="italic",
         )
         return Group(title, table)
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    """Numbers in order, then everything else by its text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, value)
+    return (1, str(value))
 
 
 def _colour(share: float) -> str:

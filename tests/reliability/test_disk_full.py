@@ -34,8 +34,8 @@ from seel.cli import app
 from seel.errors import StorageError
 from seel.plan import Plan
 from seel.run import RunSettings, run_sweep
+from seel.space import TrialSpec
 from seel.store import RunDir
-from seel.sweep import TrialSpec
 from tests.reliability.kit import (
     Events,
     assert_each_trial_final_once,
@@ -257,10 +257,10 @@ def test_torn_ledger_line_is_cut_before_the_next(tmp_path: Path) -> None:
     # A crash in the middle of a write leaves a line without its newline; the next record must
     # not be glued to it.
     run_dir = tmp_path / "run"
-    RunDir(run_dir, {"fingerprint": "f"}).close()
+    RunDir(run_dir, "f").close()
     whole = '{"trial_id":"t00000","status":"ok"}\n'
     (run_dir / "ledger.jsonl").write_text(whole + '{"trial_id":"t00001","sta')
-    RunDir(run_dir, {"fingerprint": "f"}).close()
+    RunDir(run_dir, "f").close()
     assert (run_dir / "ledger.jsonl").read_text() == whole
 
 

@@ -21,11 +21,13 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from seel import yamledit
+from seel.engine import parse_metrics
 from seel.errors import SpecError, one_line
 from seel.fl.config import load_yaml
+from seel.grammar import COMMAND_LINE, ValueSpecError, parse_value_spec
+from seel.grid import trial_at
 from seel.run import RunSettings, default_out, prepare
-from seel.sweep import COMMAND_LINE, ValueSpecError, load_sweep, parse_value_spec, trial_at
-from seel.trial import parse_metrics
+from seel.sweep import load_sweep
 from tests.flkit import agg_doc, party_doc
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -227,9 +229,8 @@ def check_error(exc: SpecError, project: Path) -> None:
 def check_valid(project: Path, overrides: list[str]) -> None:
     """prepare() as `seel run` calls it; a sweep that passes must also render its first trial."""
     try:
-        spec, _, plan = prepare(
-            RunSettings(sweep=project / "sweep.yml", overrides=tuple(overrides))
-        )
+        plan = prepare(RunSettings(sweep=project / "sweep.yml", overrides=tuple(overrides)))
+        spec = plan.spec
     except SpecError as exc:
         check_error(exc, project)
         event(f"error at {exc.key.split('.')[0] or Path(exc.file).name}")
@@ -268,7 +269,7 @@ def same(a: Any, b: Any) -> bool:
 
 def test_the_base_sweep_is_valid(project: Path) -> None:
     (project / "sweep.yml").write_text(dump(BASE_SWEEP), encoding="utf-8")
-    spec, _, _ = prepare(RunSettings(sweep=project / "sweep.yml"))
+    spec = prepare(RunSettings(sweep=project / "sweep.yml")).spec
     assert spec.trial_count() == 2 * 10 * 2
 
 
@@ -432,7 +433,7 @@ def test_any_text_in_a_config_is_a_sweep_or_one_clean_error(project: Path, text:
 
 
 def expand(low: Any, high: Any, step: Any) -> tuple[Any, ...]:
-    return parse_value_spec({"min": low, "max": high, "step": step})
+    return parse_value_spec({"min": low, "max": high, "step": step}).grid_values()
 
 
 @QUICK
@@ -480,7 +481,7 @@ def test_one_float_bound_makes_every_value_a_float(
     low, high, step = (int(b * 10**4) for b in bounds)
     fields = {"min": low, "max": high, "step": step}
     fields[which] = float(fields[which])
-    values = parse_value_spec(fields)
+    values = parse_value_spec(fields).grid_values()
     assert all(type(v) is float for v in values)
     assert values == tuple(float(v) for v in expand(low, high, step))
 
