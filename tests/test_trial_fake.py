@@ -313,3 +313,33 @@ async def test_party_marker_followed_by_many_lines_is_not_lost(tmp_path: Path) -
     result, _ = await run(tmp_path, sweep)
     [record] = ledger(result.run_dir)
     assert record["status"] == "ok", record["reason"]
+
+
+# -- ended from outside -------------------------------------------------------------------------
+
+
+async def test_a_trial_the_source_prunes_is_stopped_and_recorded_as_pruned(tmp_path: Path) -> None:
+    from seel.grid import GridSource
+    from seel.plan import Plan
+    from seel.store import RunDir
+
+    class PruneAfterFirstRound(GridSource):
+        def observe(self, trial_id: str, round: int, value: float | None) -> bool:
+            return round >= 1
+
+    def source(plan: Plan, run_dir: RunDir) -> GridSource:
+        return PruneAfterFirstRound.of(plan.spec, run_dir.done_ids())
+
+    # The aggregator would hang after round 1 until the train timeout; pruning ends it first.
+    sweep = write_sweep(tmp_path, "builtin", agg_args="--hang-on ROUND1",
+                        timeouts={**FAST, "train": 60})
+    sink = ListSink()
+    settings = RunSettings(sweep=sweep, out=tmp_path / "run", retries=2, ports_dir=tmp_path / "ports")
+    result = await run_sweep(settings, sink, source=source)
+    [record] = ledger(result.run_dir)
+    assert (record["status"], record["phase"]) == ("pruned", "train")
+    assert record["reason"] == "pruned after round 1"
+    assert record["rounds_completed"] == 1 and record["attempts"] == 1  # a result: not retried
+    assert record["durations"]["train"] < 30  # ended by the pruning, not by the train timeout
+    assert result.tally.by_status == {"pruned": 1}
+    assert_no_process_left(result.run_dir, 3)

@@ -318,6 +318,7 @@ class Fake:
                 acc = 0.5 + 0.1 * round_no
                 self.log(f"Finished round {round_no} of {self.a.rounds} [n_replies=2] "
                          f"[parties=0,1] [global_acc={acc:.6f}]")
+            self.fault(f"ROUND{round_no}")  # --hang-on ROUND1: hang once round 1 is over
         done = "Reached maximum global rounds. Finish training :) "
         self.log(done, "ibmfl.aggregator.fusion.iter_avg_fusion_handler" if self.ibmfl else None)
         self.log("Finished Global Training")
