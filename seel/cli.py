@@ -301,12 +301,13 @@ def report(
 
       seel report runs/t1 --json | jq '.flags'
     """
+    from seel import jsonio
     from seel.analysis import build_report
 
     with _errors(debug):
         result = build_report(run_dir, metric)
     if json_out:
-        print(json.dumps(result.to_json(), default=str))
+        print(jsonio.dumps(result.to_json()))
         return
     from seel.render.report import show_report
 

@@ -11,7 +11,9 @@ A trial counts as done once its final line is in the ledger. A line with status 
 is kept for the record but the trial is run again on resume; the latest line of a trial wins.
 A line is appended whole or not at all: if the disk refuses part of it, the file is cut back to
 where it was, and a line torn by a crash is cut off when the directory is opened again, so the
-next line never lands on a fragment. A write that fails raises StorageError.
+next line never lands on a fragment. A write that fails raises StorageError. Lines are strict
+JSON written by `seel.jsonio` (a metric that is not finite is spelled `"NaN"`, `"Infinity"`); the
+table columns are those of `seel.results`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from seel import jsonio
 from seel.errors import RunDirError, StorageError
 from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Outcome, Status
+from seel.results import result_rows
 
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
@@ -52,7 +56,7 @@ def fsync_line(handle: IO[bytes], doc: dict[str, Any]) -> None:
     fd = handle.fileno()
     size = os.fstat(fd).st_size
     try:
-        _write_all(fd, (json.dumps(doc, separators=(",", ":")) + "\n").encode())
+        _write_all(fd, (jsonio.dumps(doc) + "\n").encode())
         os.fsync(fd)
     except OSError:
         with contextlib.suppress(OSError):
@@ -107,8 +111,8 @@ def read_ledger(path: Path) -> Iterator[dict[str, Any]]:
     with handle:
         for raw in handle:
             try:
-                doc = json.loads(raw)
-            except json.JSONDecodeError:
+                doc = jsonio.loads(raw)
+            except ValueError:
                 continue
             if isinstance(doc, dict):
                 yield doc
@@ -191,7 +195,7 @@ class RunDir:
             raise storage_error(exc, self.ledger_path) from None
         with contextlib.suppress(OSError):
             (self.trial_dir(outcome.trial_id) / "outcome.json").write_text(
-                json.dumps(doc, indent=2)
+                jsonio.dumps(doc, indent=2)
             )
 
     # -- tables ---------------------------------------------------------------------------
@@ -232,33 +236,3 @@ class RunDir:
             _replace_file(self.path / name, buffer.getvalue())
             written.append(self.path / name)
         return written
-
-
-def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ledger record as table rows: one per party (a trial with no party gets one row).
-
-    Columns: the trial's fields, one column per swept parameter (named as in the sweep file) and
-    one per metric the party printed (named as the engine names it: `acc`, `precision weighted`).
-    """
-    base: dict[str, Any] = {
-        "trial_id": doc["trial_id"],
-        "index": doc["index"],
-        **doc["params"],
-        "repeat": doc["repeat"],
-        "seed": doc["seed"],
-        "status": doc["status"],
-        "phase": doc["phase"],
-        "reason": doc["reason"],
-        "attempts": doc["attempts"],
-        "elapsed_s": doc["elapsed_s"],
-        **{f"duration.{k}_s": v for k, v in doc["durations"].items()},
-        "rounds_completed": doc["rounds_completed"],
-        "final_global_acc": (doc["round_accuracies"] or [None])[-1],
-        "aggregator_exit": doc["aggregator_exit"],
-    }
-    parties = doc.get("parties") or []
-    if not parties:
-        return [{**base, "party": None}]
-    return [
-        {**base, "party": p["index"], "party_exit": p["exit_code"], **p["metrics"]} for p in parties
-    ]

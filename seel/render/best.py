@@ -1,7 +1,11 @@
-"""The best configuration seen so far for one metric (mean over a trial's parties)."""
+"""The best configuration seen so far for one metric (mean over a trial's parties).
+
+A trial whose mean is not finite (a party printed `nan` or `inf`) is never the best.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from seel.outcome import Outcome, Status
@@ -29,6 +33,8 @@ class BestTracker:
         if not values:
             return
         value = sum(values) / len(values)
+        if not math.isfinite(value):
+            return
         better = self.value is None or (
             value < self.value if lower_is_better(self.metric) else value > self.value
         )

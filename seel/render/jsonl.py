@@ -1,11 +1,15 @@
-"""`--json`: one JSON object per line on stdout, each with `"schema": 1`; see event_schema.json."""
+"""`--json`: one JSON object per line on stdout, each with `"schema": 1`; see event_schema.json.
+
+Lines are strict JSON written by `seel.jsonio`: a metric that is not finite is the string `"NaN"`,
+`"Infinity"` or `"-Infinity"`.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, TextIO
 
+from seel import jsonio
 from seel.events import (
     Event,
     PhaseReached,
@@ -28,6 +32,8 @@ def _now() -> str:
 class JsonLinesSink:
     """Writes every event as a JSON line; flushes each so pipelines see it at once."""
 
+    name = "--json output"
+
     def __init__(self, stream: TextIO, metric: str = "acc") -> None:
         self.stream = stream
         self.run_id = ""
@@ -35,9 +41,7 @@ class JsonLinesSink:
 
     def _write(self, event: str, body: dict[str, Any]) -> None:
         doc = {"schema": SCHEMA, "event": event, "time": _now(), "run_id": self.run_id, **body}
-        self.stream.write(
-            json.dumps(doc, separators=(",", ":"), allow_nan=False, default=str) + "\n"
-        )
+        self.stream.write(jsonio.dumps(doc) + "\n")
         self.stream.flush()
 
     def emit(self, event: Event) -> None:
