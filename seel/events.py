@@ -1,12 +1,15 @@
 """The typed events a sweep emits, and the Sink protocol of whatever shows them.
 
 The live dashboard, the `--json` writer and the plain line printer are sinks of the same stream.
+A sink never ends a sweep: behind `isolated` (and in a `FanOut`), a sink that raises is reported
+once on stderr and gets no more events, and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from seel.outcome import Outcome
 
@@ -97,18 +100,61 @@ class Sink(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
-class NullSink:
-    """A sink that drops everything."""
+def sink_name(sink: Sink) -> str:
+    """What a sink is called in messages: its `name` attribute, or its class name."""
+    return str(getattr(sink, "name", type(sink).__name__))
+
+
+class IsolatedSink:
+    """A sink that never raises. The first error of the sink inside (a closed pipe, a value it
+    cannot write) is reported on stderr in one line naming the sink; from then on the sink gets no
+    more events, as it may be half-way through one. Only `Exception`s are caught: Ctrl-C and
+    cancellation go through."""
+
+    def __init__(self, sink: Sink, stderr: TextIO | None = None) -> None:
+        self.sink = sink
+        self.error: Exception | None = None
+        self._stderr = stderr
+
+    @property
+    def name(self) -> str:
+        return sink_name(self.sink)
 
     def emit(self, event: Event) -> None:
-        pass
+        if self.error is not None:
+            return
+        try:
+            self.sink.emit(event)
+        except Exception as exc:
+            self.error = exc
+            self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        stream = self._stderr or sys.stderr
+        line = (
+            f"seel: the {self.name} failed and is switched off, the sweep goes on: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except Exception:  # stderr itself is gone: nobody is left to tell
+            pass
+
+
+def isolated(sink: Sink, stderr: TextIO | None = None) -> Sink:
+    """`sink` behind a guard that reports its first error once and never raises (see IsolatedSink);
+    a sink that is already guarded (an IsolatedSink, a FanOut) is returned as it is."""
+    if isinstance(sink, IsolatedSink | FanOut):
+        return sink
+    return IsolatedSink(sink, stderr)
 
 
 class FanOut:
-    """Sends each event to several sinks."""
+    """Sends each event to several sinks, each isolated: one that fails does not stop the others."""
 
-    def __init__(self, *sinks: Sink) -> None:
-        self.sinks = sinks
+    def __init__(self, *sinks: Sink, stderr: TextIO | None = None) -> None:
+        self.sinks = tuple(isolated(sink, stderr) for sink in sinks)
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:

@@ -81,6 +81,8 @@ class _State:
 class LiveSink:
     """The dashboard. Use as a context manager around the sweep, with `ticker()` running."""
 
+    name = "live dashboard"
+
     def __init__(self, console: Console, metric: str = "acc") -> None:
         self.console = console
         self.metric = metric
