@@ -56,17 +56,3 @@ class Outcome:
         out["status"] = str(self.status)
         out["round_accuracies"] = list(self.round_accuracies)
         return out
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Outcome:
-        """Inverse of to_json."""
-        parties = tuple(PartyResult(**p) for p in doc["parties"])
-        return cls(
-            **{
-                **doc,
-                "status": Status(doc["status"]),
-                "parties": parties,
-                "round_accuracies": tuple(doc["round_accuracies"]),
-                "ports": tuple(doc["ports"]),
-            }
-        )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TextIO
 
 from seel.events import Event, SweepFinished, SweepStarted, TrialFinished
-from seel.render.text import value_text
+from seel.render.text import short_name, value_text
 
 
 class PlainSink:
     """Writes a header, a line per finished trial and a summary."""
+
+    name = "plain output"
 
     def __init__(self, stream: TextIO, metric: str = "acc") -> None:
         self.stream = stream
@@ -37,9 +39,7 @@ class PlainSink:
                 self._print(f"       {o.trial_id} {o.status} ({o.reason}); retrying")
                 return
             self.finished += 1
-            params = " ".join(
-                f"{k.rsplit('.', 1)[-1]}={value_text(v)}" for k, v in o.params.items()
-            )
+            params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in o.params.items())
             where = f"@{o.phase}" if o.phase else ""
             values = [p.metrics.get(self.metric) for p in o.parties]
             shown = ",".join("-" if v is None else f"{v:.4f}" for v in values)
