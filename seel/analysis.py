@@ -20,26 +20,13 @@ import numpy.typing as npt
 import polars as pl
 
 from seel.errors import RunDirError
+from seel.outcome import Status
 from seel.render.best import lower_is_better
+from seel.results import is_metric_column
 from seel.store import RESULTS_PARQUET
 
-TRIAL_COLUMNS = {
-    "trial_id",
-    "index",
-    "repeat",
-    "seed",
-    "status",
-    "phase",
-    "reason",
-    "attempts",
-    "elapsed_s",
-    "rounds_completed",
-    "final_global_acc",
-    "aggregator_exit",
-    "party",
-    "party_exit",
-}
-STATUSES = ("ok", "timeout", "crashed", "failed", "interrupted")
+SCHEMA = 1  # of `report --json`
+
 _ALPHA = 0.05
 _PERMUTATIONS = 999
 _T975 = (
@@ -88,12 +75,13 @@ def t_critical(df: int) -> float:
 
 @dataclass(frozen=True)
 class Level:
-    """A metric at one value of a parameter."""
+    """A metric at one value of a parameter, over the trials where it is finite."""
 
     value: Any
-    n: int
-    mean: float
-    ci95: float  # half-width; nan with fewer than 2 trials
+    n: int  # trials with a finite value
+    mean: float | None  # None when no trial has a finite value
+    ci95: float | None  # half-width; None with fewer than 2 trials
+    nonfinite: int = 0  # trials whose value is nan or infinite, left out of n, mean and ci95
 
 
 @dataclass(frozen=True)
@@ -103,7 +91,7 @@ class Effect:
     parameter: str
     metric: str
     levels: list[Level]
-    spread: float  # largest minus smallest mean
+    spread: float | None  # largest minus smallest mean; None with fewer than 2 means to compare
     eta_squared: float
     p_value: float
     distinguishable: bool
@@ -122,6 +110,20 @@ class Rates:
         return self.counts.get(status, 0) / self.trials if self.trials else 0.0
 
 
+@dataclass(frozen=True)
+class NonFinite:
+    """Ok trials whose value of a metric is not finite (a party printed nan or inf)."""
+
+    trials: int  # ok trials with a value of this metric
+    nan: int
+    inf: int  # positive infinity
+    neg_inf: int
+
+    @property
+    def count(self) -> int:
+        return self.nan + self.inf + self.neg_inf
+
+
 @dataclass
 class Report:
     """Everything `seel report` shows."""
@@ -136,26 +138,21 @@ class Report:
     effects: list[Effect] = field(default_factory=list)
     rates: list[Rates] = field(default_factory=list)
     best: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    nonfinite: dict[str, NonFinite] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict, with `"schema": 1`; write it with `seel.jsonio`."""
         out = asdict(self)
         for rates in out["rates"]:
             rates["rates"] = {
-                s: rates["counts"].get(s, 0) / rates["trials"] for s in STATUSES if rates["trials"]
+                str(s): rates["counts"].get(s, 0) / rates["trials"]
+                for s in Status
+                if rates["trials"]
             }
-        doc: dict[str, Any] = _finite(out)
-        return doc
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        for metric, counts in out["nonfinite"].items():
+            counts["count"] = self.nonfinite[metric].count
+        return {"schema": SCHEMA, **out}
 
 
 def load_results(run_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -170,14 +167,7 @@ def load_results(run_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
 
 def metric_columns(df: pl.DataFrame, parameters: list[str]) -> list[str]:
     """The numeric columns that are metrics a party printed."""
-    return [
-        c
-        for c in df.columns
-        if c not in TRIAL_COLUMNS
-        and c not in parameters
-        and not c.startswith("duration.")
-        and df.schema[c].is_numeric()
-    ]
+    return [c for c in df.columns if is_metric_column(c, parameters) and df.schema[c].is_numeric()]
 
 
 def _eta_squared(values: npt.NDArray[np.float64], groups: npt.NDArray[np.int64], k: int) -> float:
@@ -214,6 +204,31 @@ def _permutation_p(
     return (1 + hits) / (1 + _PERMUTATIONS)
 
 
+def _level(value: Any, group: npt.NDArray[np.float64], nonfinite: int) -> Level:
+    """Mean and 95% interval of the finite values at one parameter value."""
+    n = len(group)
+    if n == 0:
+        return Level(value, 0, None, None, nonfinite)
+    if group.min() == group.max():
+        # Identical values: the mean is that value and there is no spread, exactly. Summing and
+        # dividing would leave a rounding error (0.1 three times: a deviation of 1.4e-17).
+        return Level(value, n, float(group[0]), 0.0 if n > 1 else None, nonfinite)
+    sd = float(np.std(group, ddof=1))
+    return Level(value, n, float(group.mean()), t_critical(n - 1) * sd / math.sqrt(n), nonfinite)
+
+
+def _spread(levels: list[Level]) -> float | None:
+    """Largest minus smallest mean; a difference no larger than the rounding error of computing
+    the means (sums of up to n values: n machine epsilons, for each of the two) is zero."""
+    means = [lv.mean for lv in levels if lv.mean is not None]
+    if len(means) < 2:
+        return None
+    spread = max(means) - min(means)
+    largest = max(lv.n for lv in levels)
+    rounding = 2 * largest * np.finfo(np.float64).eps * max(abs(m) for m in means)
+    return 0.0 if spread <= rounding else spread
+
+
 def _effect(
     trials: pl.DataFrame, parameter: str, metric: str, others: list[str] | None = None
 ) -> Effect | None:
@@ -221,16 +236,20 @@ def _effect(
     test compare values within matched settings of the other parameters (a randomized-block
     design): the metric is centred on the mean of its stratum, and labels are shuffled only within
     strata, so what another parameter does is not counted as noise.
+
+    Only finite values are used; each level counts the trials left out for a nan or an infinity.
+    None when no trial has a finite value.
     """
     others = [o for o in (others or []) if o != parameter and o in trials.columns]
-    data = trials.select(parameter, metric, *others).drop_nulls([parameter, metric])
+    every = trials.select(parameter, metric, *others).drop_nulls([parameter, metric])
+    every = every.with_columns(pl.col(metric).cast(pl.Float64))
+    data = every.filter(pl.col(metric).is_finite())
     if data.height == 0:
         return None
-    levels_values = sorted(data[parameter].unique().to_list(), key=_sort_key)
+    levels_values = sorted(every[parameter].unique().to_list(), key=_sort_key)
+    left_out = dict(every.filter(~pl.col(metric).is_finite()).group_by(parameter).len().rows())
     index = {v: i for i, v in enumerate(levels_values)}
-    values = np.round(
-        data[metric].cast(pl.Float64).to_numpy(), 12
-    )  # noise below this is not an effect
+    values = np.round(data[metric].to_numpy(), 12)  # noise below this is not an effect
     groups = np.array([index[v] for v in data[parameter].to_list()], dtype=np.int64)
     if others:
         keys = data.select(others).with_columns(pl.all().cast(pl.Utf8)).rows()
@@ -240,24 +259,31 @@ def _effect(
         strata = np.zeros(len(values), dtype=np.int64)
     sums = np.bincount(strata, weights=values)
     centred = values - (sums / np.bincount(strata))[strata]
-    levels = []
-    for i, value in enumerate(levels_values):
-        group = values[groups == i]
-        sd = float(np.std(group, ddof=1)) if len(group) > 1 else math.nan
-        ci = t_critical(len(group) - 1) * sd / math.sqrt(len(group)) if len(group) > 1 else math.nan
-        levels.append(Level(value, len(group), float(group.mean()), ci))
+    levels = [
+        _level(value, values[groups == i], int(left_out.get(value, 0)))
+        for i, value in enumerate(levels_values)
+    ]
     eta = _eta_squared(centred, groups, len(levels_values))
     p = (
         _permutation_p(centred, groups, strata, len(levels_values), eta)
         if len(levels_values) > 1
         else 1.0
     )
-    means = [lv.mean for lv in levels]
-    return Effect(parameter, metric, levels, max(means) - min(means), eta, p, p < _ALPHA)
+    return Effect(parameter, metric, levels, _spread(levels), eta, p, p < _ALPHA)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def _nonfinite(ok: pl.DataFrame, metric: str) -> NonFinite:
+    column = ok[metric].drop_nulls().cast(pl.Float64)
+    return NonFinite(
+        trials=column.len(),
+        nan=int(column.is_nan().sum()),
+        inf=int((column == math.inf).sum()),
+        neg_inf=int((column == -math.inf).sum()),
+    )
 
 
 def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
@@ -271,17 +297,21 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
                 f"{run_dir}: no metric {only_metric!r} (have: {', '.join(metrics) or 'none'})"
             )
         metrics = [only_metric]
+    # A trial's value is the mean over its parties: nan or infinite if any party's value is.
     per_trial = df.group_by("trial_id", maintain_order=True).agg(
         *(pl.col(p).first() for p in parameters),
         pl.col("status").first(),
         pl.col("phase").first(),
-        *(pl.col(m).mean() for m in metrics),
+        *(pl.col(m).cast(pl.Float64).mean() for m in metrics),
     )
-    ok = per_trial.filter(pl.col("status") == "ok")
+    ok = per_trial.filter(pl.col("status") == Status.OK)
     status_counts = {s: int(n) for s, n in per_trial.group_by("status").len().iter_rows()}
     by_phase: dict[str, dict[str, int]] = {}
     for status, phase, n in (
-        per_trial.filter(pl.col("status") != "ok").group_by("status", "phase").len().iter_rows()
+        per_trial.filter(pl.col("status") != Status.OK)
+        .group_by("status", "phase")
+        .len()
+        .iter_rows()
     ):
         by_phase.setdefault(str(phase), {})[str(status)] = int(n)
     report = Report(
@@ -293,14 +323,33 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
         status_counts,
         by_phase,
     )
+    for metric in metrics:
+        left_out = _nonfinite(ok, metric)
+        if left_out.count:
+            report.nonfinite[metric] = left_out
+            kinds = ", ".join(
+                f"{n} {kind}"
+                for kind, n in (
+                    ("nan", left_out.nan),
+                    ("inf", left_out.inf),
+                    ("-inf", left_out.neg_inf),
+                )
+                if n
+            )
+            report.flags.append(
+                f"{metric}: {left_out.count} of {left_out.trials} ok trials have a value that is "
+                f"not finite ({kinds}); means, intervals and effects are over the other "
+                f"{left_out.trials - left_out.count}"
+            )
     for parameter in parameters:
         effects = [e for m in metrics if (e := _effect(ok, parameter, m, parameters)) is not None]
         report.effects += effects
         n_values = per_trial[parameter].n_unique()
-        if effects and n_values > 1 and not any(e.distinguishable for e in effects):
+        compared = [e for e in effects if e.spread is not None]
+        if compared and n_values > 1 and not any(e.distinguishable for e in compared):
             moved = (
                 "no metric moved at all"
-                if all(e.spread == 0 for e in effects)
+                if all(e.spread == 0 for e in compared)
                 else "no metric moved beyond noise"
             )
             report.flags.append(
@@ -311,22 +360,29 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
         ):
             counts = {str(s): int(n) for s, n in group.group_by("status").len().iter_rows()}
             report.rates.append(Rates(parameter, value[0], group.height, counts))
-    report.best = _best(df.filter(pl.col("status") == "ok"), parameters, metrics)
+    report.best = _best(df.filter(pl.col("status") == Status.OK), parameters, metrics)
     return report
 
 
 def _best(
     ok: pl.DataFrame, parameters: list[str], metrics: list[str], top: int = 3
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Per metric and party, the best configurations (mean over repeats)."""
+    """Per metric and party, the best configurations: the mean over repeats of the finite values;
+    `n` counts those, `nonfinite` the repeats left out for a nan or an infinity."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     if ok.height == 0:
         return out
     keys = [*parameters, "party"]
     for metric in metrics:
+        value = pl.col(metric).cast(pl.Float64)
+        finite = value.is_finite()
         table = (
             ok.group_by(keys)
-            .agg(pl.col(metric).mean().alias("mean"), pl.len().alias("n"))
+            .agg(
+                value.filter(finite).mean().alias("mean"),
+                finite.sum().alias("n"),
+                (~finite).sum().alias("nonfinite"),
+            )
             .drop_nulls("mean")
         )
         table = table.sort(
@@ -337,7 +393,12 @@ def _best(
         for party in sorted(table["party"].unique().drop_nulls().to_list()):
             rows = table.filter(pl.col("party") == party).head(top)
             out[metric][str(party)] = [
-                {"params": {p: row[p] for p in parameters}, "mean": row["mean"], "n": row["n"]}
+                {
+                    "params": {p: row[p] for p in parameters},
+                    "mean": row["mean"],
+                    "n": row["n"],
+                    "nonfinite": row["nonfinite"],
+                }
                 for row in rows.iter_rows(named=True)
             ]
     return out

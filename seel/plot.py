@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from seel.analysis import _effect, _sort_key, load_results, metric_columns
 from seel.errors import RunDirError
+from seel.outcome import Status
 from seel.render.text import short_name, value_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _UNITS = {"max_timeout": "s", "delay_s": "s", "jitter_s": "s", "timeout": "s"}
 _ANNOTATE_MAX_CELLS = 120
@@ -119,12 +123,18 @@ def _heat_panels(
     return out
 
 
-def marginal_plot(frame: pl.DataFrame, params: list[str], metric: str, out: Path) -> Path:
-    """Mean of the metric at each value of each parameter, per party, with a 95% band."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def marginal_figure(frame: pl.DataFrame, params: list[str], metric: str) -> Figure:
+    """Mean of the metric at each value of each parameter, per party, with a 95% band (finite
+    values only). An integer parameter gets ticks at integers only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     parties = sorted(frame["party"].unique().drop_nulls().to_list())
     fig, axes = plt.subplots(
@@ -135,20 +145,31 @@ def marginal_plot(frame: pl.DataFrame, params: list[str], metric: str, out: Path
             effect = _effect(frame.filter(pl.col("party") == party), parameter, metric, params)
             if effect is None:
                 continue
-            xs = [lv.value for lv in effect.levels]
+            levels = [lv for lv in effect.levels if lv.mean is not None]
+            xs = [lv.value for lv in levels]
             numeric = all(isinstance(v, int | float) for v in xs)
             pos = xs if numeric else list(range(len(xs)))
-            mean = np.array([lv.mean for lv in effect.levels])
-            ci = np.nan_to_num(np.array([lv.ci95 for lv in effect.levels]))
+            mean = np.array([lv.mean for lv in levels], dtype=float)
+            ci = np.array([lv.ci95 or 0.0 for lv in levels], dtype=float)
             ax.plot(pos, mean, marker="o", label=f"party {party}")
             ax.fill_between(pos, mean - ci, mean + ci, alpha=0.2)
             if not numeric:
                 ax.set_xticks(pos, [value_text(v) for v in xs])
+            elif all(_is_int(v) for v in xs):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(label(parameter))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{metric}: mean and 95% confidence band per parameter (ok trials)")
+    return fig
+
+
+def marginal_plot(frame: pl.DataFrame, params: list[str], metric: str, out: Path) -> Path:
+    """Write `marginal_figure` to `out`."""
+    import matplotlib.pyplot as plt
+
+    fig = marginal_figure(frame, params, metric)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -166,13 +187,15 @@ def plot_run(run_dir: Path, metric: str = "acc", out: Path | None = None) -> lis
         raise RunDirError(f"{run_dir}: nothing to plot: no parameter takes more than one value")
     heat = out or run_dir / "plots" / f"{metric.replace(' ', '_')}-heatmap.png"
     stem = heat.with_suffix("")
-    ok = df.filter(pl.col("status") == "ok")
+    ok = df.filter(pl.col("status") == Status.OK)
+    # nan and inf are left out of means and colour scales (the report counts them)
+    ok_finite = ok.filter(pl.col(metric).cast(pl.Float64).is_finite())
     parties = sorted(df["party"].unique().drop_nulls().to_list())
     written = []
     if len(params) >= 2:
         written.append(
             _heat_panels(
-                ok,
+                ok_finite,
                 params,
                 metric,
                 parties,
@@ -186,7 +209,9 @@ def plot_run(run_dir: Path, metric: str = "acc", out: Path | None = None) -> lis
         trials = df.group_by("trial_id").agg(
             *(pl.col(p).first() for p in params), pl.col("status").first()
         )
-        trials = trials.with_columns((pl.col("status") != "ok").cast(pl.Float64).alias("not ok"))
+        trials = trials.with_columns(
+            (pl.col("status") != Status.OK).cast(pl.Float64).alias("not ok")
+        )
         written.append(
             _heat_panels(
                 trials,
@@ -202,5 +227,5 @@ def plot_run(run_dir: Path, metric: str = "acc", out: Path | None = None) -> lis
                 1.0,
             )
         )
-    written.append(marginal_plot(ok, params, metric, Path(f"{stem}-marginal.png")))
+    written.append(marginal_plot(ok_finite, params, metric, Path(f"{stem}-marginal.png")))
     return written

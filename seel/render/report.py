@@ -8,20 +8,31 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from seel.analysis import STATUSES, Report
+from seel.analysis import Report
+from seel.outcome import Status
 from seel.render.text import short_name
+
+# Not ok, and not about the configuration (an interrupted trial is run again).
+_FAILED = [s for s in Status if s not in (Status.OK, Status.INTERRUPTED)]
+_NOT_OK = [s for s in Status if s is not Status.OK]
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
     if isinstance(value, float):
-        return "—" if value != value else f"{value:.4g}"
+        return f"{value:.4g}"  # nan and inf print as such: they are results
     return str(value)
+
+
+def _trials(n: int, nonfinite: int) -> str:
+    return f"{n} (+{nonfinite} nan/inf)" if nonfinite else str(n)
 
 
 def show_report(report: Report, console: Console, metric: str) -> None:
     """Print the report's tables for one metric (effects summary covers every metric)."""
     counts = "  ".join(
-        f"{s} {report.status_counts.get(s, 0)}" for s in STATUSES if report.status_counts.get(s)
+        f"{s} {report.status_counts.get(s, 0)}" for s in Status if report.status_counts.get(s)
     )
     console.print(
         Text.assemble(
@@ -79,31 +90,36 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         for column in ("value", "trials", "mean", "95% CI"):
             table.add_column(column, justify="right")
         for level in e.levels:
-            ci = "—" if level.ci95 != level.ci95 else f"± {level.ci95:.4g}"
-            table.add_row(Text(_fmt(level.value)), str(level.n), _fmt(level.mean), ci)
+            ci = "—" if level.ci95 is None else f"± {level.ci95:.4g}"
+            table.add_row(
+                Text(_fmt(level.value)),
+                _trials(level.n, level.nonfinite),
+                _fmt(level.mean),
+                ci,
+            )
         console.print(table)
 
     rates = Table(
-        title="Share of trials that timed out, crashed or failed, by parameter value",
+        title=f"Share of trials by how they ended ({', '.join(_FAILED)}), by parameter value",
         title_justify="left",
     )
-    for column in ("parameter", "value", "trials", *STATUSES[1:4]):
+    for column in ("parameter", "value", "trials", *_FAILED):
         rates.add_column(column, justify="right")
     for r in report.rates:
         rates.add_row(
             Text(short_name(r.parameter)),
             Text(_fmt(r.value)),
             str(r.trials),
-            *(f"{r.rate(s):.1%}" for s in STATUSES[1:4]),
+            *(f"{r.rate(s):.1%}" for s in _FAILED),
         )
     console.print(rates)
 
     if report.by_phase:
         phases = Table(title="Trials that did not end ok, by phase", title_justify="left")
-        for column in ("phase", *STATUSES[1:]):
+        for column in ("phase", *_NOT_OK):
             phases.add_column(column, justify="right")
         for phase, by_status in sorted(report.by_phase.items()):
-            phases.add_row(phase, *(str(by_status.get(s, 0)) for s in STATUSES[1:]))
+            phases.add_row(phase, *(str(by_status.get(s, 0)) for s in _NOT_OK))
         console.print(phases)
 
     for party, rows in report.best.get(metric, {}).items():
@@ -113,5 +129,5 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         best.add_column("parameters")
         for row in rows:
             params = " ".join(f"{short_name(k)}={_fmt(v)}" for k, v in row["params"].items())
-            best.add_row(_fmt(row["mean"]), str(row["n"]), Text(params))
+            best.add_row(_fmt(row["mean"]), _trials(row["n"], row["nonfinite"]), Text(params))
         console.print(best)
