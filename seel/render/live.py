@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,7 +148,12 @@ class LiveSink:
             self.best.add(o)
             names = list(s.parameters)
             values = [p.metrics[self.metric] for p in o.parties if self.metric in p.metrics]
-            if o.status is Status.OK and len(names) >= 2 and values:
+            if (
+                o.status is Status.OK
+                and len(names) >= 2
+                and values
+                and all(map(math.isfinite, values))
+            ):
                 key = (o.params.get(names[0]), o.params.get(names[1]))
                 s.cells.setdefault(key, []).append(sum(values) / len(values))
         elif isinstance(event, SweepStopping):
@@ -203,8 +209,9 @@ class LiveSink:
             Text(f"elapsed {elapsed:.0f} s"),
         )
         counts = Text()
-        for status in ("ok", "timeout", "crashed", "failed", "interrupted"):
-            counts.append(f"{status} {s.counts.get(status, 0)}   ", style=_STATUS_STYLE[status])
+        for status in Status:
+            style = _STATUS_STYLE.get(status, "")
+            counts.append(f"{status} {s.counts.get(status, 0)}   ", style=style)
         outer = Table.grid()
         outer.add_row(grid)
         outer.add_row(counts)
