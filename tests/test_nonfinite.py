@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from importlib import resources
@@ -148,3 +149,28 @@ def test_report_counts_the_nonfinite_values_and_uses_the_others(
     assert table.returncode == 0, table.stderr
     assert "acc: 2 of 4 ok trials have a value that is not finite (2 inf)" in table.stdout
     assert "0 (+2 nan/inf)" in table.stdout
+
+
+def test_a_reader_that_goes_away_does_not_end_the_sweep(tmp_path: Path) -> None:
+    """`seel run --json | head -1`: the sweep finishes, records every trial and exits 0."""
+    gate = tmp_path / "reader-gone"
+    sweep = write_sweep(
+        tmp_path,
+        "builtin",
+        agg_args=f"--wait-for {shlex.quote(str(gate))}",  # no phase event before the reader has gone
+        parameters={"party[1].fake.args": {"values": ["", ""]}},
+    )
+    env = {**os.environ, "SEEL_PORTS_DIR": str(tmp_path / "ports")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "seel.cli", "run", str(sweep), "--out", str(tmp_path / "run"), "--json"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as child:
+        assert child.stdout is not None and child.stderr is not None
+        assert strict(child.stdout.readline())["event"] == "sweep_started"
+        child.stdout.close()
+        gate.touch()
+        stderr = child.stderr.read()
+        assert child.wait(timeout=300) == 0, stderr
+    failures = [line for line in stderr.splitlines() if "failed and is switched off" in line]
+    assert len(failures) == 1 and "--json output" in failures[0] and "BrokenPipeError" in failures[0]
+    assert len((tmp_path / "run" / "ledger.jsonl").read_text().splitlines()) == 2

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=("builtin", "ibmfl"), default="builtin")
     p.add_argument("--ready-after", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long before the initialization marker")
+    p.add_argument("--wait-for", default=None, metavar="PATH",
+                   help="wait until PATH exists before the initialization marker")
     p.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM")
     p.add_argument("--exit", type=int, default=None, metavar="CODE",
                    help="exit with CODE right after the initialization marker")
@@ -194,6 +196,8 @@ class Fake:
             self.flood(self.a.flood)
         if self.a.ready_after > 0:
             time.sleep(self.a.ready_after)
+        while self.a.wait_for and not os.path.exists(self.a.wait_for):
+            time.sleep(0.005)
         if not self.loaded:
             what = "aggregator" if self.role == "aggregator" else "party"
             if self.ibmfl:
