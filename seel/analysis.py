@@ -9,7 +9,6 @@ and a permutation test of whether that effect is distinguishable from noise.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy.typing as npt
 import polars as pl
 
 from seel.errors import RunDirError
+from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Status
 from seel.render.best import lower_is_better
 from seel.results import is_metric_column
@@ -155,14 +155,14 @@ class Report:
         return {"schema": SCHEMA, **out}
 
 
-def load_results(run_dir: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The results table and the plan of a run directory."""
-    plan_path, results_path = run_dir / "plan.json", run_dir / RESULTS_PARQUET
-    if not plan_path.exists() or not results_path.exists():
+def load_results(run_dir: Path) -> tuple[pl.DataFrame, RunManifest]:
+    """The results table and the manifest of a run directory."""
+    manifest, results_path = RunManifest.read(run_dir), run_dir / RESULTS_PARQUET
+    if manifest is None or not results_path.exists():
         raise RunDirError(
-            f"{run_dir}: not a seel run directory with results (plan.json, {RESULTS_PARQUET})"
+            f"{run_dir}: not a seel run directory with results ({MANIFEST_FILE}, {RESULTS_PARQUET})"
         )
-    return pl.read_parquet(results_path), json.loads(plan_path.read_text())
+    return pl.read_parquet(results_path), manifest
 
 
 def metric_columns(df: pl.DataFrame, parameters: list[str]) -> list[str]:
@@ -288,8 +288,8 @@ def _nonfinite(ok: pl.DataFrame, metric: str) -> NonFinite:
 
 def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
     """Analyse a run directory's results."""
-    df, plan = load_results(run_dir)
-    parameters = [p for p in plan.get("parameters", {}) if p in df.columns]
+    df, manifest = load_results(run_dir)
+    parameters = [p for p in manifest.parameters if p in df.columns]
     metrics = metric_columns(df, parameters)
     if only_metric is not None:
         if only_metric not in metrics:
@@ -316,7 +316,7 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
         by_phase.setdefault(str(phase), {})[str(status)] = int(n)
     report = Report(
         str(run_dir),
-        str(plan.get("name", "")),
+        manifest.name,
         parameters,
         metrics,
         per_trial.height,

@@ -178,8 +178,8 @@ def marginal_plot(frame: pl.DataFrame, params: list[str], metric: str, out: Path
 
 def plot_run(run_dir: Path, metric: str = "acc", out: Path | None = None) -> list[Path]:
     """Write the run's PNGs; returns their paths. `out` names the heatmap; the others sit beside it."""
-    df, plan = load_results(run_dir)
-    params = [p for p in plan.get("parameters", {}) if p in df.columns and df[p].n_unique() > 1]
+    df, manifest = load_results(run_dir)
+    params = [p for p in manifest.parameters if p in df.columns and df[p].n_unique() > 1]
     metrics = metric_columns(df, params)
     if metric not in metrics:
         raise RunDirError(f"{run_dir}: no metric {metric!r} (have: {', '.join(metrics) or 'none'})")

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import io
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,7 +161,7 @@ class RunDir:
         """The run's manifest: the one already here (a resume), else `manifest`, written now."""
         if self.manifest is None:
             _replace_file(
-                self.path / MANIFEST_FILE, json.dumps(manifest.to_json(), indent=2).encode()
+                self.path / MANIFEST_FILE, jsonio.dumps(manifest.to_json(), indent=2).encode()
             )
             self.manifest = manifest
         return self.manifest

@@ -13,6 +13,7 @@ import polars as pl
 from rich.console import Console
 
 from seel.analysis import build_report
+from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Outcome, PartyResult, Status
 from seel.plot import marginal_figure
 from seel.render.report import show_report
@@ -34,8 +35,13 @@ def write_run(run_dir: Path, trials: list[tuple[dict[str, Any], Status, list[flo
         rows += result_rows(o.to_json())
     run_dir.mkdir(parents=True)
     pl.from_dicts(rows, infer_schema_length=None).write_parquet(run_dir / RESULTS_PARQUET)
-    parameters = {name: [] for name in trials[0][0]}
-    (run_dir / "plan.json").write_text(json.dumps({"name": "t", "parameters": parameters}))
+    manifest = RunManifest(
+        run_id="r", sweep="sweep.yml", name="t", engine="builtin", fingerprint="f",
+        trial_count=len(trials), budget=False,
+        parameters={name: {"values": []} for name in trials[0][0]}, fixed={}, repeats=1,
+        overrides=[],
+    )
+    (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_json()))
     return run_dir
 
 
