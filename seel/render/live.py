@@ -43,6 +43,7 @@ _STATUS_STYLE = {
     "timeout": "yellow",
     "crashed": "red",
     "failed": "magenta",
+    "pruned": "blue",
     "interrupted": "dim",
 }
 
