@@ -5,6 +5,13 @@ parties of one trial are not counted as independent samples. For each parameter 
 the mean and 95% confidence interval at each value (over repeats and the other parameters), the
 effect size (eta squared: the share of the metric's variance explained by the parameter's value),
 and a permutation test of whether that effect is distinguishable from noise.
+
+A value that is not finite (a party printed `nan` or `inf`) is a result, but averaging it would
+make every mean it touches nan or infinite. So a trial's value is nan or infinite when one of its
+parties' is; means, intervals, effects and the best configurations are over the finite values; and
+what was left out is counted: per metric (`Report.nonfinite`, with a flag), per parameter value
+(`Level.nonfinite`) and per best configuration (`nonfinite`). A spread within rounding error of
+zero is zero.
 """
 
 from __future__ import annotations
