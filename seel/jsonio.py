@@ -61,7 +61,8 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse JSON text; non-finite numbers stay as written (strings) until `number()` reads them."""
+    """Parse JSON text. A spelled non-finite number stays a string until `number()` reads it; the
+    bare `NaN`/`Infinity` tokens of older files are read as floats."""
     return json.loads(text)
 
 
