@@ -24,6 +24,7 @@ from seel.events import (
     PartyState,
     PhaseReached,
     RoundFinished,
+    SearchProgress,
     SweepFinished,
     SweepStarted,
     SweepStopping,
@@ -43,6 +44,7 @@ _STATUS_STYLE = {
     "crashed": "red",
     "failed": "magenta",
     "interrupted": "dim",
+    "pruned": "cyan",
 }
 
 
@@ -76,6 +78,7 @@ class _State:
     cells: dict[tuple[Any, Any], list[float]] = field(default_factory=dict)
     notice: str = ""
     done: bool = False
+    search: SearchProgress | None = None  # an adaptive search: its budget and best so far
 
 
 class LiveSink:
@@ -148,6 +151,8 @@ class LiveSink:
             if o.status is Status.OK and len(names) >= 2 and values:
                 key = (o.params.get(names[0]), o.params.get(names[1]))
                 s.cells.setdefault(key, []).append(sum(values) / len(values))
+        elif isinstance(event, SearchProgress):
+            s.search = event
         elif isinstance(event, SweepStopping):
             s.notice = f"{event.signal}: stopping every trial (STOP, then SIGTERM, then SIGKILL)..."
             self.live.update(self.render(), refresh=True)  # now, not at the next tick
@@ -201,7 +206,7 @@ class LiveSink:
             Text(f"elapsed {elapsed:.0f} s"),
         )
         counts = Text()
-        for status in ("ok", "timeout", "crashed", "failed", "interrupted"):
+        for status in _STATUS_STYLE:
             counts.append(f"{status} {s.counts.get(status, 0)}   ", style=_STATUS_STYLE[status])
         outer = Table.grid()
         outer.add_row(grid)
@@ -232,6 +237,9 @@ class LiveSink:
         return table
 
     def _best_line(self) -> Text:
+        search = self.state.search
+        if search is not None:
+            return _search_best(search)
         best = self.best.as_json()
         if best is None:
             return Text(f"best {self.metric}: —", style="dim")
@@ -283,6 +291,24 @@ def _order(value: Any) -> tuple[int, Any]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return (0, value)
     return (1, str(value))
+
+
+def _search_best(search: SearchProgress) -> Text:
+    """The search's best trial (or its Pareto front) and its configuration."""
+    head = f"search {search.finished}/{search.budget} finished, {search.pruned} pruned  ·  "
+    if not search.best:
+        return Text(head + f"best {', '.join(search.objectives)}: —", style="dim")
+    if len(search.objectives) > 1:
+        ids = " ".join(str(b["trial_id"]) for b in search.best[:8])
+        return Text.assemble(head, ("Pareto front ", "bold"), f"{len(search.best)} trials: {ids}")
+    best = search.best[0]
+    params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
+    return Text.assemble(
+        head,
+        (f"best {search.objectives[0]} ", "bold"),
+        (f"{best['values'][0]:.4f}", "bold green"),
+        f"  {best['trial_id']}  {params}",
+    )
 
 
 def _colour(share: float) -> str:

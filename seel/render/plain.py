@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from seel.events import Event, SweepFinished, SweepStarted, TrialFinished
+from seel.events import Event, SearchProgress, SweepFinished, SweepStarted, TrialFinished
 from seel.render.text import value_text
 
 
@@ -48,6 +48,18 @@ class PlainSink:
                 f"[{self.finished:>{width}}/{self.total}] {o.trial_id} {o.status}{where:<10} "
                 f"{o.elapsed_s:6.2f}s {params}  {self.metric}={shown}"
             )
+        elif isinstance(event, SearchProgress) and event.best:
+            if len(event.objectives) == 1:
+                best = event.best[0]
+                params = " ".join(
+                    f"{k.rsplit('.', 1)[-1]}={value_text(v)}" for k, v in best["params"].items()
+                )
+                self._print(
+                    f"       best {event.objectives[0]} {best['values'][0]:.4f} "
+                    f"{best['trial_id']} {params}"
+                )
+            else:
+                self._print(f"       Pareto front: {len(event.best)} trials")
         elif isinstance(event, SweepFinished):
             counts = (
                 ", ".join(f"{n} {status}" for status, n in sorted(event.counts.items()))

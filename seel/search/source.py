@@ -16,7 +16,6 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from seel.events import SearchProgress
 from seel.outcome import Outcome, Status
 from seel.search.spec import Objective, SearchSettings, reduce_parties
 from seel.sweep import TrialSpec
@@ -38,18 +38,6 @@ RETRY_OF_ATTR = "seel_retry_of"
 INTERRUPTED_ATTR = "seel_interrupted"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-@dataclass(frozen=True)
-class SearchProgressInfo:
-    """Where a search stands: finished trials against the budget, pruned count, best so far."""
-
-    budget: int
-    finished: int
-    pruned: int
-    objectives: list[str]
-    directions: list[str]
-    best: list[dict[str, Any]] = field(default_factory=list)  # {trial_id, values, params}
 
 
 def objective_value(objective: Objective, outcome: Outcome) -> float | None:
@@ -155,7 +143,7 @@ class OptunaSource:
         grid: Mapping[str, tuple[Any, ...]] | None,
         make_trial: Callable[[str, int, dict[str, Any]], TrialSpec],
         ledger: Iterable[dict[str, Any]] = (),
-        emit: Callable[[SearchProgressInfo], None] | None = None,
+        emit: Callable[[SearchProgress], None] | None = None,
     ) -> None:
         """`make_trial(trial_id, index, params)` builds the TrialSpec; `ledger` is the run's
         ledger (its JSON lines); `emit` receives the progress after each finished trial."""
@@ -337,14 +325,14 @@ class OptunaSource:
 
     # -- progress -------------------------------------------------------------------------
 
-    def progress(self) -> SearchProgressInfo:
+    def progress(self) -> SearchProgress:
         """Finished against the budget, pruned count, and the best trial(s) so far."""
         with _quiet():
             try:
                 best = self.study.best_trials
             except ValueError:  # nothing complete yet
                 best = []
-        return SearchProgressInfo(
+        return SearchProgress(
             budget=self.total,
             finished=len(self._finished),
             pruned=sum(o.status is Status.PRUNED for o in self._finished.values()),
