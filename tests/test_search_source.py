@@ -13,8 +13,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from seel.outcome import Outcome, PartyResult, Status
-from seel.search.source import STUDY_FILE, OptunaSource, objective_value
+from seel.search.source import OptunaSource, objective_value
 from seel.search.spec import Objective, PrunerSettings, SearchSettings
+from seel.search.study import STUDY_FILE
 from seel.sweep import TrialSpec
 
 DISTRIBUTIONS = {

@@ -1,43 +1,34 @@
 """OptunaSource: a TrialSource that asks an Optuna study for each trial and tells it each outcome.
 
-The study lives in the run directory as an Optuna journal (`study.journal`), so `optuna` and
-`optuna-dashboard` open it like any study. SEEL's ledger stays the source of truth: on resume,
+The study lives in the run directory as an Optuna journal (seel/search/study.py). SEEL's ledger stays the source of truth: on resume,
 every finished trial of the ledger is in the study with its ledger result, trials the study still
 has running (the controller died while they ran) are failed there and their configurations asked
 again, and the budget counts the ledger's finished trials, so it is met exactly.
-
-Each study trial carries the SEEL trial id in its user attribute `seel_trial_id`; a configuration
-asked again carries `seel_retry_of` (the id whose run was lost).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from seel.events import SearchProgress
 from seel.outcome import Outcome, Status
 from seel.search.spec import Objective, SearchSettings, reduce_parties
+from seel.search.study import (
+    INTERRUPTED_ATTR,
+    RETRY_OF_ATTR,
+    TRIAL_ID_ATTR,
+    open_study,
+    quiet,
+)
 from seel.sweep import TrialSpec
-
-STUDY_FILE = "study.journal"
-TRIAL_ID_ATTR = "seel_trial_id"
-RETRY_OF_ATTR = "seel_retry_of"
-INTERRUPTED_ATTR = "seel_interrupted"
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def objective_value(objective: Objective, outcome: Outcome) -> float | None:
@@ -58,15 +49,6 @@ def objective_value(objective: Objective, outcome: Outcome) -> float | None:
     if value is None or not math.isfinite(float(value)):
         return None
     return float(value)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Optuna marks some of what we use experimental; that is not the user's concern."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
 
 
 def make_sampler(
@@ -106,25 +88,6 @@ def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _direction(name: str) -> StudyDirection:
-    return StudyDirection.MAXIMIZE if name == "maximize" else StudyDirection.MINIMIZE
-
-
-def open_study(
-    path: Path, name: str, settings: SearchSettings, sampler: optuna.samplers.BaseSampler
-) -> optuna.Study:
-    """The study in the journal file at `path`, created if it does not exist yet."""
-    storage = JournalStorage(JournalFileBackend(str(path)))
-    return optuna.create_study(
-        storage=storage,
-        study_name=name,
-        sampler=sampler,
-        pruner=make_pruner(settings),
-        directions=[_direction(d) for d in settings.directions],
-        load_if_exists=True,
-    )
-
-
 def _trial_number(trial_id: str) -> int | None:
     digits = trial_id.removeprefix("t")
     return int(digits) if digits.isdigit() else None
@@ -162,9 +125,13 @@ class OptunaSource:
         for trial_id, doc in latest.items():
             if doc["status"] != Status.INTERRUPTED:
                 self._finished[trial_id] = Outcome.from_json(doc)
-        with _quiet():
+        with quiet():
             self.study = open_study(
-                study_path, study_name, settings, make_sampler(settings, grid, settings.seed)
+                study_path,
+                study_name,
+                settings.directions,
+                make_sampler(settings, grid, settings.seed),
+                make_pruner(settings),
             )
             known = len(self.study.get_trials(deepcopy=False))
             if known and settings.seed is not None:
@@ -256,7 +223,7 @@ class OptunaSource:
         running trials."""
         if len(self._finished) + len(self._running) >= self.total:
             return None
-        with _quiet():
+        with quiet():
             trial = self.study.ask(fixed_distributions=self.distributions)
             trial_id = f"t{self._next_number:05d}"
             self._next_number += 1
@@ -285,7 +252,7 @@ class OptunaSource:
             return True
         if value is None or not math.isfinite(value):
             return False
-        with _quiet():
+        with quiet():
             trial.report(value, step=round)
             prune = trial.should_prune()
         if prune:
@@ -298,7 +265,7 @@ class OptunaSource:
         self._pruning.discard(outcome.trial_id)
         if trial is None:
             return
-        with _quiet():
+        with quiet():
             if outcome.status is Status.INTERRUPTED:
                 trial.set_user_attr(INTERRUPTED_ATTR, True)
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -320,14 +287,14 @@ class OptunaSource:
 
     def _tell_study(self, number: int, outcome: Outcome) -> None:
         state, values = self._result(outcome)
-        with _quiet():
+        with quiet():
             self.study.tell(number, values, state=state, skip_if_finished=True)
 
     # -- progress -------------------------------------------------------------------------
 
     def progress(self) -> SearchProgress:
         """Finished against the budget, pruned count, and the best trial(s) so far."""
-        with _quiet():
+        with quiet():
             try:
                 best = self.study.best_trials
             except ValueError:  # nothing complete yet
