@@ -16,7 +16,6 @@ class Status(StrEnum):
     FAILED = "failed"
     PRUNED = "pruned"  # stopped early by an optimizer on its round values: a result
     INTERRUPTED = "interrupted"
-    PRUNED = "pruned"  # stopped early by the search's pruner: a result, never re-run
 
 
 @dataclass(frozen=True)

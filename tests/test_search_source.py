@@ -16,7 +16,7 @@ from seel.outcome import Outcome, PartyResult, Status
 from seel.search.source import OptunaSource, objective_value
 from seel.search.spec import Objective, PrunerSettings, SearchSettings
 from seel.search.study import STUDY_FILE
-from seel.sweep import TrialSpec
+from seel.space import TrialSpec
 
 DISTRIBUTIONS = {
     "lr": FloatDistribution(0.001, 1.0, log=True),

@@ -15,7 +15,14 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from seel.search.study import load_run_study, quiet, trial_id, value_at
+from seel.search.study import (
+    OBJECTIVES_ATTR,
+    SETTINGS_ATTR,
+    load_run_study,
+    quiet,
+    trial_id,
+    value_at,
+)
 
 IMPORTANCE_METHOD = "fanova"
 
@@ -51,13 +58,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def build_search_report(run_dir: Path, plan: dict[str, Any]) -> SearchReport:
+def build_search_report(run_dir: Path) -> SearchReport:
     """The history, best trial(s) and fANOVA importances of the run's study."""
     study = load_run_study(run_dir)
-    search = plan.get("search") or {}
-    objectives = [_objective_label(o) for o in search.get("objectives", [])] or [
-        f"objective {i}" for i in range(len(study.directions))
-    ]
+    search = study.user_attrs.get(SETTINGS_ATTR) or {}
+    objectives = [str(o) for o in study.user_attrs.get(OBJECTIVES_ATTR) or []]
+    if len(objectives) != len(study.directions):
+        objectives = [f"objective {i}" for i in range(len(study.directions))]
     directions = [d.name.lower() for d in study.directions]
     with quiet():
         trials = study.get_trials(deepcopy=False)
@@ -97,14 +104,6 @@ def build_search_report(run_dir: Path, plan: dict[str, Any]) -> SearchReport:
     return report
 
 
-def _objective_label(doc: dict[str, Any]) -> str:
-    metric, parties = str(doc.get("metric")), doc.get("parties")
-    if parties is None or metric in ("final_global_acc", "elapsed_s", "rounds_completed"):
-        return metric
-    over = f"party {parties}" if isinstance(parties, int) else f"{parties} over parties"
-    return f"{metric} ({over})"
-
-
 def _history(trials: list[FrozenTrial], directions: list[StudyDirection]) -> list[dict[str, Any]]:
     """Each finished trial in the order asked, with the best value so far (single objective)."""
     rows: list[dict[str, Any]] = []
@@ -113,7 +112,8 @@ def _history(trials: list[FrozenTrial], directions: list[StudyDirection]) -> lis
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.RUNNING or t.state == TrialState.WAITING:
             continue
-        values = list(t.values) if t.values is not None else None
+        # A pruned trial's value in the study is its last round's: not the objective.
+        values = list(t.values) if t.state == TrialState.COMPLETE and t.values else None
         if values is not None and len(directions) == 1:
             value = values[0]
             if best is None or (value > best if maximize else value < best):

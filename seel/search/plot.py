@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import TrialState
 
-from seel.search.study import load_run_study, quiet, value_at
+from seel.search.study import OBJECTIVES_ATTR, load_run_study, quiet, value_at
 
 
 def _save(ax: Any, path: Path) -> Path:
@@ -29,15 +29,15 @@ def _save(ax: Any, path: Path) -> Path:
     return path
 
 
-def plot_search(
-    run_dir: Path, out_dir: Path | None = None, names: list[str] | None = None
-) -> list[Path]:
+def plot_search(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Write the search's PNGs into `out_dir` (default RUN_DIR/plots); returns their paths."""
     study = load_run_study(run_dir)
     out = out_dir or run_dir / "plots"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     multi = len(study.directions) > 1
-    labels = names or [f"objective {i}" for i in range(len(study.directions))]
+    labels = [str(o) for o in study.user_attrs.get(OBJECTIVES_ATTR) or []]
+    if len(labels) != len(study.directions):
+        labels = [f"objective {i}" for i in range(len(study.directions))]
     written: list[Path] = []
     vis = optuna.visualization.matplotlib
     with quiet():

@@ -23,12 +23,14 @@ from seel.outcome import Outcome, Status
 from seel.search.spec import Objective, SearchSettings, reduce_parties
 from seel.search.study import (
     INTERRUPTED_ATTR,
+    OBJECTIVES_ATTR,
     RETRY_OF_ATTR,
+    SETTINGS_ATTR,
     TRIAL_ID_ATTR,
     open_study,
     quiet,
 )
-from seel.sweep import TrialSpec
+from seel.space import TrialSpec
 
 
 def objective_value(objective: Objective, outcome: Outcome) -> float | None:
@@ -138,6 +140,9 @@ class OptunaSource:
                 # A resumed search does not draw the same configurations again.
                 self.study.sampler = make_sampler(settings, grid, settings.seed + known)
             self._reconcile()
+            if not known:
+                self.study.set_user_attr(SETTINGS_ATTR, settings.describe())
+                self.study.set_user_attr(OBJECTIVES_ATTR, [o.label() for o in settings.objectives])
         numbers = [_trial_number(t) for t in [*latest, *self._study_ids()]]
         self._next_number = max([n for n in numbers if n is not None], default=-1) + 1
 

@@ -3,7 +3,8 @@
 
 Each study trial carries the SEEL trial id in the user attribute `seel_trial_id`; a configuration
 asked again after a lost run carries `seel_retry_of`; an interrupted run is marked
-`seel_interrupted`.
+`seel_interrupted`. The study itself carries the `search:` section (`seel_search`) and the
+objectives' labels (`seel_objectives`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ STUDY_FILE = "study.journal"
 TRIAL_ID_ATTR = "seel_trial_id"
 RETRY_OF_ATTR = "seel_retry_of"
 INTERRUPTED_ATTR = "seel_interrupted"
+SETTINGS_ATTR = "seel_search"  # the study's: the search: section as SEEL read it
+OBJECTIVES_ATTR = "seel_objectives"  # the study's: each objective's label
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
