@@ -9,7 +9,7 @@ again, and the budget counts the ledger's finished trials, so it is met exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,20 @@ def objective_value(objective: Objective, outcome: Outcome) -> float | None:
     return float(value)
 
 
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its `study.stop()` once the grid is done: that only works
+    inside `study.optimize`, and here the budget (at most the grid's size) ends the search."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        pass
+
+
 def make_sampler(
     settings: SearchSettings, grid: Mapping[str, tuple[Any, ...]] | None, seed: int | None
 ) -> optuna.samplers.BaseSampler:
@@ -70,7 +84,7 @@ def make_sampler(
         return optuna.samplers.GPSampler(seed=seed)
     if name == "grid":
         assert grid is not None
-        return optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+        return _AskTellGridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
     raise ValueError(f"unknown sampler {name!r}")
 
 
