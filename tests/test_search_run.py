@@ -236,3 +236,45 @@ def test_sigkill_mid_search_then_resume_meets_the_budget_with_no_trial_twice(
     spawns.snapshot()
     assert_nothing_left(killed_with)
     assert_nothing_left(spawns.pairs())
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "sweeps" / "search-tpe.yml"
+
+
+def test_the_shipped_search_runs_and_reports_its_best_configuration(tmp_path: Path) -> None:
+    import jsonschema
+    from importlib import resources
+
+    from typer.testing import CliRunner
+
+    from seel.cli import app
+
+    out = tmp_path / "run"
+    os.environ["SEEL_PORTS_DIR"] = str(tmp_path / "ports")
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(SHIPPED), "search.trials=6", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads((resources.files("seel") / "render" / "event_schema.json").read_text())
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    for event in events:
+        jsonschema.validate(event, schema)
+    started = events[0]
+    assert (started["event"], started["trial_count"], started["budget"]) == ("sweep_started", 6, True)
+    progress = [e for e in events if e["event"] == "search_progress"]
+    assert [p["finished"] for p in progress] == [1, 2, 3, 4, 5, 6]
+    assert progress[-1]["objectives"] == [{"name": "acc (min over parties)", "direction": "maximize"}]
+    [best] = progress[-1]["best"]
+    assert 0 < best["values"][0] <= 1 and set(best["params"]) == set(started["parameters"])
+
+    report = runner.invoke(app, ["report", str(out), "--json"])
+    assert report.exit_code == 0, report.output
+    doc = json.loads(report.stdout)
+    assert doc["effects"] == [] and doc["search"]["best"][0]["trial"] == best["trial"]
+    assert [row["trial"] for row in doc["search"]["history"]] == [f"t{i:05d}" for i in range(6)]
+    assert doc["search"]["importance_method"] == "fanova"
+    shown = runner.invoke(app, ["report", str(out)])
+    assert shown.exit_code == 0 and "Best trial" in shown.output
+    plots = runner.invoke(app, ["plot", str(out)])
+    assert plots.exit_code == 0, plots.output
+    assert all(Path(line).is_file() for line in plots.stdout.splitlines())
+    assert (out / "plots" / "search-history.png").is_file()

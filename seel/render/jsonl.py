@@ -54,6 +54,7 @@ class JsonLinesSink:
                     "pending": event.pending,
                     "parallel": event.parallel,
                     "parameters": event.parameters,
+                    "budget": event.budget,
                 },
             )
         elif isinstance(event, TrialStarted):
