@@ -43,7 +43,21 @@ METHODS: dict[str, dict[str, Any]] = {
         "sampler": "tpe",
         "pruner": {"name": "hyperband", "min_rounds": 1, "max_rounds": 6},
     },
+    "tpe + hyperband, from round 2": {
+        "sampler": "tpe",
+        "pruner": {"name": "hyperband", "min_rounds": 2, "max_rounds": 6},
+    },
 }
+# The cheapest configuration: `seel run` of it alone is the fixed cost of a run (the controller's
+# start-up, the fork server's preload) plus one short trial.
+ONE_TRIAL = [
+    "hyperparams.local.optimizer.lr=0.01",
+    "hyperparams.local.training.epochs=1",
+    "hyperparams.local.training.batch_size=256",
+    "hyperparams.global.rounds=3",
+    "model.spec.hidden=16",
+    "party.data.info.alpha=0.5",
+]
 
 
 def children_cpu_s() -> float:
@@ -51,11 +65,14 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_seel(sweep: Path, out: Path, parallel: int) -> float:
+def run_seel(sweep: Path, out: Path, parallel: int, overrides: list[str] | None = None) -> float:
     """Run a sweep to its end; the CPU-seconds it and its processes spent."""
     before = children_cpu_s()
     done = subprocess.run(
-        [str(SEEL), "run", str(sweep), "--out", str(out), "--plain", "--parallel", str(parallel)],
+        [
+            *(str(SEEL), "run", str(sweep), *(overrides or [])),
+            *("--out", str(out), "--plain", "--parallel", str(parallel)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -120,7 +137,13 @@ def main() -> None:
 
     best, grid_cpu, size = ground_truth(args.parallel, args.fresh)
     budget = max(1, round(size * args.share))
+    one_dir = OUT / "one-trial"
+    shutil.rmtree(one_dir, ignore_errors=True)
+    one_cpu = run_seel(sweep_file(None, "one-trial"), one_dir, 1, ONE_TRIAL)
     print(f"grid: {size} trials, best {METRIC} {best:.4f}, {grid_cpu:.1f} CPU-s")
+    print(
+        f"seel run of the cheapest configuration alone: {one_cpu:.2f} CPU-s (fixed cost of a run)"
+    )
     print(
         f"budget: {budget} trials ({args.share:.0%}), {args.seeds} seeds, {args.parallel} at a time"
     )

@@ -20,7 +20,6 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from seel.events import SearchProgress
-from seel.plan import Plan
 from seel.run import RunSettings, prepare, run_sweep
 from seel.search.factory import search_settings, search_source
 from seel.search.study import STUDY_FILE, storage
@@ -242,9 +241,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "sweeps" / "search-tpe.yml"
 
 
 def test_the_shipped_search_runs_and_reports_its_best_configuration(tmp_path: Path) -> None:
-    import jsonschema
     from importlib import resources
 
+    import jsonschema
     from typer.testing import CliRunner
 
     from seel.cli import app
