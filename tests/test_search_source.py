@@ -161,3 +161,12 @@ def test_the_journal_opens_with_optuna(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="s", storage=storage)
     assert len(study.trials) == 3
     assert {t.user_attrs["seel_trial_id"] for t in study.trials} == {"t00000", "t00001", "t00002"}
+
+
+def test_a_retried_attempt_reports_its_rounds_once(tmp_path: Path) -> None:
+    src = source(tmp_path, trials=2, pruner="median")
+    trial = src.next_trial()
+    assert trial is not None
+    assert not src.observe(trial.trial_id, 1, 0.5)
+    assert not src.observe(trial.trial_id, 1, 0.6)  # attempt 2 of the same trial
+    assert src.study.trials[0].intermediate_values == {1: 0.5}

@@ -134,6 +134,7 @@ class OptunaSource:
         self._emit = emit
         self._running: dict[str, optuna.Trial] = {}
         self._pruning: set[str] = set()
+        self._reported: dict[str, set[int]] = {}
         self._finished: dict[str, Outcome] = {}
         latest: dict[str, dict[str, Any]] = {}
         for doc in ledger:
@@ -271,6 +272,9 @@ class OptunaSource:
             return True
         if value is None or not math.isfinite(value):
             return False
+        if round in self._reported.setdefault(trial_id, set()):
+            return False  # a retried attempt reports its rounds again: the first one counts
+        self._reported[trial_id].add(round)
         with quiet():
             trial.report(value, step=round)
             prune = trial.should_prune()
@@ -282,6 +286,7 @@ class OptunaSource:
         """Tell the study how the trial ended; an interrupted trial is asked again on resume."""
         trial = self._running.pop(outcome.trial_id, None)
         self._pruning.discard(outcome.trial_id)
+        self._reported.pop(outcome.trial_id, None)
         if trial is None:
             return
         with quiet():
