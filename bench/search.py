@@ -94,6 +94,18 @@ def trial_values(run_dir: Path) -> dict[str, float]:
     return values
 
 
+def near_best(best: float, within: float) -> int:
+    return sum(v >= best - within for v in trial_values(OUT / "grid").values())
+
+
+def train_share() -> str:
+    """A grid trial's mean wall time and the part of it spent in its rounds (the train phase)."""
+    docs = [json.loads(line) for line in (OUT / "grid" / "ledger.jsonl").read_text().splitlines()]
+    total = statistics.mean(d["elapsed_s"] for d in docs)
+    train = statistics.mean(d["durations"].get("train", 0.0) for d in docs)
+    return f"{total:.3f} s on average, {train:.3f} s ({train / total:.0%}) of it in its rounds"
+
+
 def sweep_file(search: dict[str, Any] | None, name: str) -> Path:
     """bench/search.yml with absolute config paths and a `search:` section, under OUT."""
     yaml = YAML()
@@ -141,6 +153,10 @@ def main() -> None:
     shutil.rmtree(one_dir, ignore_errors=True)
     one_cpu = run_seel(sweep_file(None, "one-trial"), one_dir, 1, ONE_TRIAL)
     print(f"grid: {size} trials, best {METRIC} {best:.4f}, {grid_cpu:.1f} CPU-s")
+    print(
+        f"{near_best(best, 0.005)} of its configurations within 0.5 points of the best; a trial "
+        f"lasts {train_share()} (where pruning can save)"
+    )
     print(
         f"seel run of the cheapest configuration alone: {one_cpu:.2f} CPU-s (fixed cost of a run)"
     )
