@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,27 @@ def test_a_retried_attempt_reports_its_rounds_once(tmp_path: Path) -> None:
     assert not src.observe(trial.trial_id, 1, 0.5)
     assert not src.observe(trial.trial_id, 1, 0.6)  # attempt 2 of the same trial
     assert src.study.trials[0].intermediate_values == {1: 0.5}
+
+
+def test_several_objectives_give_a_pareto_front(tmp_path: Path) -> None:
+    two = SearchSettings(
+        sampler="tpe",
+        trials=6,
+        seed=0,
+        objectives=(Objective("acc", "min", "maximize"), Objective("elapsed_s", "mean", "minimize")),
+        pruner=PrunerSettings("none"),
+    )
+    src = OptunaSource(
+        study_path=tmp_path / STUDY_FILE,
+        study_name="mo",
+        settings=two,
+        distributions=DISTRIBUTIONS,
+        grid=None,
+        make_trial=make_trial,
+    )
+    for acc, elapsed in [(0.9, 5.0), (0.8, 1.0), (0.7, 2.0)]:
+        trial = src.next_trial()
+        assert trial is not None
+        src.tell(dataclasses.replace(outcome(trial, acc=acc + 0.2), elapsed_s=elapsed))
+    front = src.progress().best
+    assert [b["values"] for b in front] == [[pytest.approx(0.9), 5.0], [pytest.approx(0.8), 1.0]]
