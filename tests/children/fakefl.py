@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-section", action="store_true",
                    help="the config lacks a section: fail to load, stay at the prompt")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--round-acc", type=float, default=0.5, metavar="ACC",
-                   help="global accuracy after round 1 (each later round adds 0.1, up to 1)")
+    p.add_argument("--round-acc", type=float, default=0.6, metavar="ACC",
+                   help="global accuracy after round 1 (each later round adds 0.1)")
     p.add_argument("--round-s", type=float, default=0.0, metavar="SECONDS",
                    help="how long each round takes")
     p.add_argument("--metrics", default=None, metavar="TEXT",
@@ -321,7 +321,7 @@ class Fake:
             else:
                 if self.a.round_s:
                     time.sleep(self.a.round_s)
-                acc = min(1.0, self.a.round_acc + 0.1 * (round_no - 1))
+                acc = self.a.round_acc + 0.1 * (round_no - 1)
                 self.log(f"Finished round {round_no} of {self.a.rounds} [n_replies=2] "
                          f"[parties=0,1] [global_acc={acc:.6f}]")
             self.fault(f"ROUND{round_no}")  # --hang-on ROUND1: hang once round 1 is over
