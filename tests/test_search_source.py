@@ -195,3 +195,27 @@ def test_several_objectives_give_a_pareto_front(tmp_path: Path) -> None:
         src.tell(dataclasses.replace(outcome(trial, acc=acc + 0.2), elapsed_s=elapsed))
     front = src.progress().best
     assert [b["values"] for b in front] == [[pytest.approx(0.9), 5.0], [pytest.approx(0.8), 1.0]]
+
+
+def test_an_interrupted_trial_is_asked_again_on_resume_and_only_once(tmp_path: Path) -> None:
+    first = source(tmp_path, trials=3)
+    a, b = first.next_trial(), first.next_trial()
+    assert a and b
+    done, stopped = outcome(a), outcome(b, Status.INTERRUPTED)
+    first.tell(done)
+    first.tell(stopped)  # Ctrl-C: recorded as interrupted, not finished
+    ledger = [done.to_json(), stopped.to_json()]
+    assert not first.finished()
+
+    second = source(tmp_path, ledger, trials=3)
+    again = second.next_trial()
+    assert again is not None and again.params == b.params and again.trial_id == "t00002"
+    del second  # killed again before it finished: the retry is asked, then lost
+
+    third = source(tmp_path, ledger, trials=3)
+    retries = [t for t in third.study.trials if t.user_attrs.get("seel_retry_of") == b.trial_id]
+    assert len(retries) == 1  # t00002 is failed and asked again under its own id, not b's twice
+    last = third.next_trial()
+    assert last is not None and last.params == b.params
+    third.tell(outcome(last))
+    assert third.finished_count == 2 and not third.finished()
