@@ -92,8 +92,10 @@ async def _run_async(
     sink: Sink,
     ticker: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[RunResult, int | None]:
+    from seel.events import isolated
     from seel.run import run_sweep
 
+    sink = isolated(sink)  # the signal handler and the search emit through the guard too
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -109,7 +111,12 @@ async def _run_async(
         loop.add_signal_handler(sig, on_signal, sig)
     tick = asyncio.ensure_future(ticker()) if ticker is not None else None
     try:
-        result = await run_sweep(settings, sink, plan)
+        if plan.spec.search is not None:
+            from seel.search.factory import search_source
+
+            result = await run_sweep(settings, sink, plan, source=search_source(sink.emit))
+        else:
+            result = await run_sweep(settings, sink, plan)
     finally:
         if tick is not None:
             tick.cancel()
@@ -192,6 +199,10 @@ def run(
     )
     with _errors(debug):
         plan = prepare(settings)  # bad input fails here, before any output starts
+        if plan.spec.search is not None:
+            from seel.search.factory import search_settings
+
+            search_settings(plan)  # and so does a bad search: section
         if json_events:
             from seel.render.jsonl import JsonLinesSink
 
@@ -239,7 +250,14 @@ def validate(
         plan = prepare(RunSettings(sweep=sweep, overrides=tuple(overrides or ())))
         spec, engine = plan.spec, plan.engine
         if spec.search is not None:
-            print(f"{spec.path}: a search on engine {engine.name}, all checked")
+            from seel.search.factory import search_settings
+
+            search = search_settings(plan)
+            assert search is not None
+            print(
+                f"{spec.path}: a search of {search.trials} trials ({search.sampler}, pruner "
+                f"{search.pruner.name}) on engine {engine.name}, all checked"
+            )
             for p in spec.parameters:
                 print(f"  {p.name}: {json.dumps(p.dist.describe())}")
         else:
@@ -303,9 +321,23 @@ def report(
     """
     from seel import jsonio
     from seel.analysis import build_report
+    from seel.search.study import is_search_run
 
     with _errors(debug):
         result = build_report(run_dir, metric)
+        if is_search_run(run_dir):
+            from seel.search.analysis import build_search_report
+
+            search = build_search_report(run_dir)
+            # A search is not a factorial design: no permutation tests, no per-value rates.
+            result.effects, result.rates, result.flags = [], [], []
+            if json_out:
+                print(json.dumps({**result.to_json(), "search": search.to_json()}, default=str))
+                return
+            from seel.render.search_report import show_search_report
+
+            show_search_report(result, search, _console())
+            return
     if json_out:
         print(jsonio.dumps(result.to_json()))
         return
@@ -337,8 +369,15 @@ def plot(
       seel plot runs/t1 --metric "precision weighted"
     """
     from seel.plot import plot_run
+    from seel.search.study import is_search_run
 
     with _errors(debug):
+        if is_search_run(run_dir):
+            from seel.search.plot import plot_search
+
+            for path in plot_search(run_dir, out.parent if out else None):
+                print(path)
+            return
         for path in plot_run(run_dir, metric, out):
             print(path)
 

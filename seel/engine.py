@@ -150,6 +150,7 @@ class Engine:
     validate: str | None
     env: dict[str, str] = field(default_factory=dict)  # added to the environment of every process
     preload: tuple[str, ...] = ()  # modules run with `{python} -m` that a fork server preloads
+    metrics_keys: tuple[str, ...] = ()  # what a party's metrics line holds; () if not declared
 
     def round_line(self, text: str) -> RoundLine | None:
         """What an aggregator's line says of a finished round, or None if it is not one."""
@@ -359,6 +360,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "validate",
             "env",
             "preload",
+            "metrics_keys",
         },
     )
     python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
@@ -428,6 +430,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         validate=validate,
         env={str(k): _expand_env(str(v)) for k, v in env.items()},
         preload=r.strings(doc, "preload"),
+        metrics_keys=r.strings(doc, "metrics_keys"),
     )
 
 

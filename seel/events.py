@@ -74,6 +74,20 @@ class TrialFinished:
 
 
 @dataclass(frozen=True)
+class SearchProgress:
+    """An adaptive search after a trial finished: finished trials against the budget, how many
+    were pruned, and the best trial so far (for several objectives: the Pareto front), each as
+    `{trial_id, values, params}` with one value per objective."""
+
+    budget: int
+    finished: int
+    pruned: int
+    objectives: list[str]
+    directions: list[str]
+    best: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class SweepFinished:
     run_id: str
     counts: dict[str, int]
@@ -90,6 +104,7 @@ Event = (
     | RoundFinished
     | TrialFinished
     | SweepStopping
+    | SearchProgress
     | SweepFinished
 )
 

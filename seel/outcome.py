@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from seel.jsonio import number
+
 
 class Status(StrEnum):
     """How a trial ended. A timeout is a result, not an error."""
@@ -56,3 +58,26 @@ class Outcome:
         out["status"] = str(self.status)
         out["round_accuracies"] = list(self.round_accuracies)
         return out
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Outcome:
+        """An outcome from its ledger line (non-finite numbers spelled as strings read back)."""
+        parties = tuple(
+            PartyResult(
+                int(p["index"]),
+                p["exit_code"],
+                {str(k): number(v) for k, v in p.get("metrics", {}).items()},
+            )
+            for p in doc["parties"]
+        )
+        fields = {f: doc[f] for f in cls.__dataclass_fields__ if f in doc}
+        return cls(
+            **{
+                **fields,
+                "status": Status(doc["status"]),
+                "parties": parties,
+                "round_accuracies": tuple(number(a) for a in doc["round_accuracies"]),
+                "durations": {str(k): number(v) for k, v in doc["durations"].items()},
+                "ports": tuple(doc["ports"]),
+            }
+        )

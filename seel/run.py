@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seel.context import Machine
 from seel.engine import Engine, load_engine
-from seel.events import Event, Sink, SweepFinished, SweepStarted
+from seel.events import Event, Sink, SweepFinished, SweepStarted, isolated
 from seel.grid import GridSource
 from seel.manifest import RunManifest
 from seel.plan import Plan
@@ -139,7 +139,12 @@ async def run_sweep(
     source: SourceFactory = grid_source,
     runner: RunnerFactory = local_runner,
 ) -> RunResult:
-    """Run or resume a sweep. Cancelling it stops every child and records what finished."""
+    """Run or resume a sweep. Cancelling it stops every child and records what finished.
+
+    A sink that fails (a closed pipe, a value it cannot show) is reported once and switched off;
+    it never ends the sweep.
+    """
+    sink = isolated(sink)
     plan = plan or prepare(settings)
     spec = plan.spec
     out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory

@@ -179,3 +179,20 @@ def test_npz_data_in_ibm_fl_format(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", x_train=np.zeros(3))
     with pytest.raises(DataError, match="missing array"):
         party_split(DataSpec(npz_file=tmp_path / "bad.npz"))
+
+
+def test_a_party_model_takes_the_global_models_architecture() -> None:
+    from seel.fl.config import ModelSpec
+    from seel.fl.model import Model
+
+    party = Model(ModelSpec(kind="mlp", hidden=8), n_features=64, n_classes=10)
+    global_mlp = Model(ModelSpec(kind="mlp", hidden=24, seed=5), n_features=64, n_classes=10)
+    assert party.adopt(global_mlp.weights) == "mlp hidden=24"
+    assert party.shapes() == global_mlp.shapes()
+    assert party.adopt(global_mlp.weights) is None
+    logistic = Model(ModelSpec(kind="logistic"), n_features=64, n_classes=10)
+    assert party.adopt(logistic.weights) == "logistic"
+    other_data = Model(ModelSpec(kind="mlp", hidden=24), n_features=30, n_classes=10)
+    assert party.adopt(other_data.weights) is None
+    with pytest.raises(ValueError, match="shapes differ"):
+        party.set_weights(other_data.weights)

@@ -5,6 +5,8 @@ Weights are a list of numpy arrays: that list is what goes over the wire and wha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import numpy.typing as npt
 
@@ -41,6 +43,25 @@ class Model:
 
     def shapes(self) -> list[tuple[int, ...]]:
         return [w.shape for w in self.weights]
+
+    def adopt(self, weights: Weights) -> str | None:
+        """Take the architecture of `weights` (the global model) when it is another logistic or
+        MLP model of the same data; a description of the change, or None if nothing changed."""
+        shapes = [w.shape for w in weights]
+        if shapes == self.shapes():
+            return None
+        f, c = self.n_features, self.n_classes
+        if shapes == [(f, c), (c,)]:
+            self.spec = replace(self.spec, kind="logistic")
+        elif len(shapes) == 4 and shapes[0][:1] == (f,) and shapes[2][1:] == (c,):
+            hidden = shapes[0][1] if len(shapes[0]) == 2 else -1
+            if shapes != [(f, hidden), (hidden,), (hidden, c), (c,)]:
+                return None
+            self.spec = replace(self.spec, kind="mlp", hidden=hidden)
+        else:
+            return None
+        self.weights = [np.array(w, dtype=np.float64) for w in weights]
+        return self.spec.kind + (f" hidden={self.spec.hidden}" if self.spec.kind == "mlp" else "")
 
     def set_weights(self, weights: Weights) -> None:
         """Replace the weights; shapes must match this model's."""

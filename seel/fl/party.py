@@ -155,6 +155,10 @@ class Party:
     async def _handle(self, message: wire.Message, reader: asyncio.StreamReader) -> wire.Message:
         try:
             if message.arrays:
+                # The global model defines the architecture: a sweep varies the aggregator's.
+                adopted = self.model.adopt(message.arrays)
+                if adopted is not None:
+                    self.log.info(f"Using the global model's architecture: {adopted}")
                 self.model.set_weights(message.arrays)
         except ValueError as exc:
             self.log.error(f"Cannot use the global model: {exc}")

@@ -14,6 +14,7 @@ from seel.events import (
     Event,
     PhaseReached,
     RoundFinished,
+    SearchProgress,
     SweepFinished,
     SweepStarted,
     TrialFinished,
@@ -110,6 +111,23 @@ class JsonLinesSink:
                     "durations": {k: round(v, 6) for k, v in o.durations.items()},
                     "rounds_completed": o.rounds_completed,
                     "metrics": {str(p.index): p.metrics for p in o.parties},
+                },
+            )
+        elif isinstance(event, SearchProgress):
+            self._write(
+                "search_progress",
+                {
+                    "budget": event.budget,
+                    "finished": event.finished,
+                    "pruned": event.pruned,
+                    "objectives": [
+                        {"name": name, "direction": direction}
+                        for name, direction in zip(event.objectives, event.directions, strict=True)
+                    ],
+                    "best": [
+                        {"trial": b["trial_id"], "values": b["values"], "params": b["params"]}
+                        for b in event.best
+                    ],
                 },
             )
         elif isinstance(event, SweepFinished):

@@ -25,6 +25,7 @@ from seel.events import (
     PartyState,
     PhaseReached,
     RoundFinished,
+    SearchProgress,
     SweepFinished,
     SweepStarted,
     SweepStopping,
@@ -78,6 +79,7 @@ class _State:
     cells: dict[tuple[Any, Any], list[float]] = field(default_factory=dict)
     notice: str = ""
     done: bool = False
+    search: SearchProgress | None = None  # an adaptive search: its budget and best so far
 
 
 class LiveSink:
@@ -157,6 +159,8 @@ class LiveSink:
             ):
                 key = (o.params.get(names[0]), o.params.get(names[1]))
                 s.cells.setdefault(key, []).append(sum(values) / len(values))
+        elif isinstance(event, SearchProgress):
+            s.search = event
         elif isinstance(event, SweepStopping):
             s.notice = f"{event.signal}: stopping every trial (STOP, then SIGTERM, then SIGKILL)..."
             self.live.update(self.render(), refresh=True)  # now, not at the next tick
@@ -242,6 +246,9 @@ class LiveSink:
         return table
 
     def _best_line(self) -> Text:
+        search = self.state.search
+        if search is not None:
+            return _search_best(search)
         best = self.best.as_json()
         if best is None:
             return Text(f"best {self.metric}: —", style="dim")
@@ -293,6 +300,24 @@ def _order(value: Any) -> tuple[int, Any]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return (0, value)
     return (1, str(value))
+
+
+def _search_best(search: SearchProgress) -> Text:
+    """The search's best trial (or its Pareto front) and its configuration."""
+    head = f"search {search.finished}/{search.budget} finished, {search.pruned} pruned  ·  "
+    if not search.best:
+        return Text(head + f"best {', '.join(search.objectives)}: —", style="dim")
+    if len(search.objectives) > 1:
+        ids = " ".join(str(b["trial_id"]) for b in search.best[:8])
+        return Text.assemble(head, ("Pareto front ", "bold"), f"{len(search.best)} trials: {ids}")
+    best = search.best[0]
+    params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
+    return Text.assemble(
+        head,
+        (f"best {search.objectives[0]} ", "bold"),
+        (f"{best['values'][0]:.4f}", "bold green"),
+        f"  {best['trial_id']}  {params}",
+    )
 
 
 def _colour(share: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from seel.events import Event, SweepFinished, SweepStarted, TrialFinished
+from seel.events import Event, SearchProgress, SweepFinished, SweepStarted, TrialFinished
 from seel.render.text import short_name, value_text
 
 
@@ -18,10 +18,30 @@ class PlainSink:
         self.metric = metric
         self.total = 0
         self.finished = 0
+        self.search: SearchProgress | None = None
+        self.best_ids: tuple[str, ...] = ()
 
     def _print(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def _search_best(self) -> None:
+        """A search's best trial, when it is a new one."""
+        search, self.search = self.search, None
+        if search is None or not search.best:
+            return
+        ids = tuple(str(b["trial_id"]) for b in search.best)
+        if ids == self.best_ids:
+            return
+        self.best_ids = ids
+        if len(search.objectives) > 1:
+            self._print(f"       Pareto front: {len(ids)} trials: {' '.join(ids[:8])}")
+            return
+        best = search.best[0]
+        params = " ".join(
+            f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items()
+        )
+        self._print(f"       best {search.objectives[0]} {best['values'][0]:.4f} {ids[0]} {params}")
 
     def emit(self, event: Event) -> None:
         if isinstance(event, SweepStarted):
@@ -48,6 +68,9 @@ class PlainSink:
                 f"[{self.finished:>{width}}/{self.total}] {o.trial_id} {o.status}{where:<10} "
                 f"{o.elapsed_s:6.2f}s {params}  {self.metric}={shown}"
             )
+            self._search_best()
+        elif isinstance(event, SearchProgress):
+            self.search = event  # shown after the trial's own line
         elif isinstance(event, SweepFinished):
             counts = (
                 ", ".join(f"{n} {status}" for status, n in sorted(event.counts.items()))

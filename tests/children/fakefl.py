@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-section", action="store_true",
                    help="the config lacks a section: fail to load, stay at the prompt")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--round-acc", type=float, default=0.6, metavar="ACC",
+                   help="global accuracy after round 1 (each later round adds 0.1)")
+    p.add_argument("--round-s", type=float, default=0.0, metavar="SECONDS",
+                   help="how long each round takes")
     p.add_argument("--metrics", default=None, metavar="TEXT",
                    help="print TEXT as a party's metrics line instead of the usual dict")
     p.add_argument("--mailbox", default=None, help="folder of the mailbox files (default: the config's)")
@@ -319,7 +323,9 @@ class Fake:
                 self.log("State: States.QUORUM_WAIT", "ibmfl.aggregator.protohandler.proto_handler")
                 self.log("Fusion state States.AGGREGATING", fusion)
             else:
-                acc = 0.5 + 0.1 * round_no
+                if self.a.round_s:
+                    time.sleep(self.a.round_s)
+                acc = self.a.round_acc + 0.1 * (round_no - 1)
                 self.log(f"Finished round {round_no} of {self.a.rounds} [n_replies=2] "
                          f"[parties=0,1] [global_acc={acc:.6f}]")
             self.fault(f"ROUND{round_no}")  # --hang-on ROUND1: hang once round 1 is over
