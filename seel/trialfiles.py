@@ -25,7 +25,7 @@ from typing import Any
 
 from seel import yamledit
 from seel.engine import Engine, TomlEdit
-from seel.errors import SeelError
+from seel.errors import SeelError, SpecError
 
 _FIELD = re.compile(r"\{(python|bin|config|trial_dir|(?:cfg|agg|var):[^{}]+)\}")
 
@@ -168,3 +168,29 @@ def edit_toml(path: Path, table: str, values: Mapping[str, Any]) -> None:
             raise TemplateError(f"{path}: [{table}] has no key {key!r} (it has {known})")
         node[key] = value
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+
+
+def check_templates(engine: Engine, paths: Sequence[Path], docs: Sequence[Any]) -> None:
+    """Every `{cfg:KEY}` and `{agg:KEY}` an engine's templates name is in the configs (aggregator
+    first); SpecError names the config and key before anything starts."""
+    party_texts = list(engine.party.command)
+    agg_texts = [
+        *engine.aggregator.command,
+        *(part for argv in engine.commands.values() for part in argv),
+        *(text for _, text in engine.files),
+        *engine.env.values(),
+    ]
+    wanted: list[tuple[int, str]] = []
+    for texts, own in ((agg_texts, [0]), (party_texts, list(range(1, len(docs))))):
+        for text in texts:
+            for match in _FIELD.finditer(text):
+                kind, _, key = match.group(1).partition(":")
+                if kind == "cfg":
+                    wanted += [(i, key) for i in own]
+                elif kind == "agg":
+                    wanted.append((0, key))
+    for index, key in wanted:
+        if not yamledit.has_path(docs[index], key):
+            raise SpecError(
+                paths[index], key, f"missing: the {engine.name} engine's commands use it"
+            )

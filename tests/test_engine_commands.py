@@ -21,7 +21,7 @@ from seel.engine import RoundLine, load_engine, parse_engine
 from seel.errors import SpecError
 from seel.events import RoundFinished
 from seel.rounds import RoundTracker
-from seel.run import RunSettings, run_sweep
+from seel.run import RunSettings, prepare, run_sweep
 from seel.trial import json_mismatch
 from seel.trialfiles import TemplateError, edit_toml, format_value
 
@@ -242,17 +242,28 @@ def test_toml_edits_keep_comments_and_refuse_unknown_keys(tmp_path: Path) -> Non
         edit_toml(path, "tool.other", {"lr": 0.1})
 
 
-async def test_a_template_key_missing_from_the_config_fails_the_trial(tmp_path: Path) -> None:
-    ENGINE_BAD = engine_with(commands={**ENGINE["commands"], "submit": ["{python}", "{cfg:nope}"]})
+def test_a_template_key_missing_from_the_configs_is_a_spec_error(tmp_path: Path) -> None:
+    bad = engine_with(commands={**ENGINE["commands"], "submit": ["{python}", "{cfg:nope}"]})
     sweep = write_sweep(tmp_path)
     data = json.loads(sweep.read_text())
-    data["engine"] = ENGINE_BAD
+    data["engine"] = bad
+    sweep.write_text(json.dumps(data))
+    with pytest.raises(SpecError) as err:
+        prepare(RunSettings(sweep=sweep))
+    assert (Path(err.value.file).name, err.value.key) == ("link.yml", "nope")
+
+
+async def test_a_variable_no_step_captured_fails_the_trial(tmp_path: Path) -> None:
+    bad = engine_with(commands={**ENGINE["commands"], "status": ["{python}", "{var:nothing}"]})
+    sweep = write_sweep(tmp_path)
+    data = json.loads(sweep.read_text())
+    data["engine"] = bad
     sweep.write_text(json.dumps(data))
     settings = RunSettings(sweep=sweep, out=tmp_path / "run", retries=0, ports_dir=tmp_path / "ports")
     result = await run_sweep(settings, ListSink())
     [record] = ledger(result.run_dir)
-    assert (record["status"], record["phase"]) == ("failed", "train")
-    assert "no key nope" in record["reason"]
+    assert (record["status"], record["phase"]) == ("failed", "eval")
+    assert "{var:nothing}" in record["reason"]
     link = transcript(result.run_dir, "t00000", "aggregator")
     helper = int(re.search(r"helper pid (\d+)", link).group(1))  # type: ignore[union-attr]
     assert not live(helper)
