@@ -4,13 +4,17 @@ The engine's steps run in order; a phase's timeout covers all of its steps. Any 
 failure marker, or exiting before the stop phase, ends the trial at once with a status and the
 phase it happened in; so does a halt from outside (an optimizer pruning the trial). Whatever happens, every child goes down the stop ladder before the outcome
 is returned, and a cancelled trial returns an `interrupted` outcome after its cleanup.
+
+An engine may also name commands of the trial (a run submission, a status query): each is started
+by the first step that names it, and ending with 0 is not a crash. Their output and the
+aggregator's are read for rounds (seel/rounds.py); a party whose config names a round to die at is
+killed when that round starts, and the trial goes on without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +25,7 @@ from seel.context import Machine, TrialContext
 from seel.engine import Engine, Failure, Step
 from seel.errors import PortUnavailable, SeelError, StorageError
 from seel.events import Event, PartyState, PhaseReached, RoundFinished
+from seel.jsoncheck import json_mismatch
 from seel.outcome import Outcome, PartyResult, Status
 from seel.rounds import RoundTracker
 from seel.space import TrialSpec
@@ -395,27 +400,3 @@ class _TrialRun:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(cleanup)
         cleanup.result()
-
-
-def json_mismatch(lines: list[str], expected: tuple[tuple[str, str], ...]) -> str | None:
-    """Why a command's output (JSON, after any lines before it) does not hold the expected values
-    at their dotted paths (list items by index), or None if it does."""
-    start = next((i for i, ln in enumerate(lines) if ln.lstrip()[:1] in ("{", "[")), None)
-    if start is None:
-        return "no JSON in the output"
-    try:
-        doc = json.loads("\n".join(lines[start:]))
-    except ValueError as exc:
-        return f"output is not JSON: {exc}"
-    for path, want in expected:
-        node = doc
-        for part in path.split("."):
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                return f"{path} is missing"
-        if json.dumps(node) != want:
-            return f"{path} is {json.dumps(node)}, expected {want}"
-    return None

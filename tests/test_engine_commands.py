@@ -20,9 +20,9 @@ import pytest
 from seel.engine import RoundLine, load_engine, parse_engine
 from seel.errors import SpecError
 from seel.events import RoundFinished
+from seel.jsoncheck import json_mismatch
 from seel.rounds import RoundTracker
 from seel.run import RunSettings, prepare, run_sweep
-from seel.trial import json_mismatch
 from seel.trialfiles import TemplateError, edit_toml, format_value
 
 from .test_trial_fake import ListSink, ledger, transcript
