@@ -183,6 +183,8 @@ def main() -> None:
     print(f"  plain driver, spawn to all gone        {base:8.2f} s")
     print(f"  SEEL trial (elapsed_s)                 {med['trial']:8.2f} s  "
           f"{100 * (med['trial'] - base) / base:+.1f} %   (target < +5 %)")
+    paired = statistics.median(s["trial"] / p for s, p in zip(seel, plain, strict=True))
+    print(f"  SEEL trial / plain, paired repeats     {100 * (paired - 1):+8.1f} %   (median ratio)")
     print(f"  SEEL run_sweep, 1-trial sweep          {med['wall']:8.2f} s  "
           f"{100 * (med['wall'] - base) / base:+.1f} %")
     print(f"  controller CPU per trial               {med['cpu']:8.3f} s")
