@@ -36,9 +36,12 @@ import pexpect
 
 from seel.errors import SeelError
 from seel.forkserver import ForkServer, ForkServerError
+from seel.proctree import SessionTree
 
 _READ_SIZE = 1 << 16
 _DIMENSIONS = (24, 500)
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")  # CSI sequences and 2-byte escapes
+_TREE_SCAN_S = 1.0  # how often, at most, output prompts a look for descendants in new sessions
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,11 @@ class Child:
         max_line_chars: int = 16_384,
         transcript_limit_bytes: int = 64 << 20,
         forked: tuple[ForkServer, int, int, asyncio.Future[int | None]] | None = None,
+        strip_ansi: bool = False,
+        tree: bool = False,
     ) -> None:
         self.name = name
+        self._strip_ansi = strip_ansi
         self._loop = asyncio.get_running_loop()
         self._failure_markers = tuple(failure_markers)
         # Lines matching a marker the caller will wait for, kept apart from the bounded tail so a
@@ -131,6 +137,7 @@ class Child:
         }
         self._watch_match = {m: matcher(m) for m in watch}
         self._on_line = on_line
+        self.tail_lines = tail_lines
         self._tail: deque[Line] = deque(maxlen=tail_lines)
         self._max_line = max_line_chars
         self._partial = ""
@@ -169,6 +176,9 @@ class Child:
         else:
             _, self.pid, self._fd, exited = forked
             self.pgid = self.pid  # the fork server's child leads its own session
+        # Descendants that open sessions of their own, for the stop ladder to reach them too.
+        self.tree = SessionTree(self.pid, self.pgid) if tree else None
+        self._tree_scanned = 0.0
         how = "spawned" if forked is None else "forked"
         self._note(f"{how} pid {self.pid} (group {self.pgid}): {' '.join(argv)}")
         os.set_blocking(self._fd, False)
@@ -270,10 +280,19 @@ class Child:
             self._add_line(self._partial)
             self._partial = ""
         elif self._partial:
-            self._check_waiters(Line(self._seq + 1, time.monotonic(), self._partial.rstrip("\r")))
+            partial = self._partial.rstrip("\r")
+            if self._strip_ansi:
+                partial = _ANSI.sub("", partial)
+            self._check_waiters(Line(self._seq + 1, time.monotonic(), partial))
 
     def _add_line(self, raw: str) -> None:
-        text = raw.rstrip("\r")[: self._max_line]
+        text = raw.rstrip("\r")
+        if self._strip_ansi:
+            text = _ANSI.sub("", text)
+        text = text[: self._max_line]
+        if self.tree is not None and time.monotonic() - self._tree_scanned > _TREE_SCAN_S:
+            self._tree_scanned = time.monotonic()
+            self.tree.scan()
         self._seq += 1
         line = Line(self._seq, time.monotonic(), text)
         self._tail.append(line)
@@ -320,6 +339,7 @@ class Child:
         # whatever it left behind in its group before reaping it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signal.SIGKILL)
+        self._kill_tree()
         _, status = os.waitpid(self.pid, 0)
         self._finish(os.waitstatus_to_exitcode(status))
 
@@ -327,9 +347,17 @@ class Child:
         # The fork server holds the zombie until told to reap it, for the same reason.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signal.SIGKILL)
+        self._kill_tree()
         assert self._server is not None
         self._server.reap(self.pid)
         self._finish(exited.result())
+
+    def _kill_tree(self) -> None:
+        """SIGKILL the sessions of descendants seen so far (they may outlive the child)."""
+        if self.tree is not None:
+            groups = self.tree.signal(signal.SIGKILL)
+            if groups:
+                self._note(f"sent SIGKILL to descendant groups {groups}")
 
     def _finish(self, exit_code: int | None) -> None:
         self.exit_code = exit_code
@@ -399,6 +427,18 @@ class Child:
         )
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
+        if self.tree is not None:
+            groups = self.tree.signal(sig)
+            if groups:
+                self._note(
+                    f"sending {sig.name} to descendant groups {groups} in their own sessions"
+                )
+
+    def kill(self) -> None:
+        """SIGKILL the child's group and what it started in sessions of its own (a fault)."""
+        if self.tree is not None and not self.exited.done():
+            self.tree.scan()
+        self._signal_group(signal.SIGKILL, 0.0)
 
     async def stop(self, line: str | None, grace_s: float, term_grace_s: float) -> int | None:
         """The stop ladder: `line`, wait, SIGTERM the group, wait, SIGKILL. Returns the exit code.
@@ -407,6 +447,8 @@ class Child:
         by itself, so that its last words (the end of a traceback) and exit code are its own.
         """
         wait_first = False
+        if self.tree is not None and not self.exited.done():
+            self.tree.scan()  # while the child is alive, its descendants can be found
         if not self.exited.done() and line is not None:
             with contextlib.suppress(ChildExited):
                 self.send_line(line)
@@ -420,6 +462,10 @@ class Child:
             if not await self.wait_exit(term_grace_s):
                 self._signal_group(signal.SIGKILL, 30.0)
                 await self.wait_exit(30.0)
+        if self.tree is not None and self.tree.scan():
+            # The child is gone; what it started in other sessions had the SIGTERM and the
+            # term grace period, while the child went down, and now goes too.
+            self._kill_tree()
         return self.exit_code
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import math
 import os
 import re
@@ -48,6 +49,10 @@ class Step:
     expect: tuple[str, ...] = ()
     expect_metrics: bool = False
     expect_exit: bool = False
+    # a regex whose named groups become the trial's variables ({var:NAME} in later commands)
+    capture: re.Pattern[str] | None = None
+    # the process's whole output, once it has exited, is JSON with these values at these paths
+    expect_json: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,22 @@ class ProcessDef:
     seed_keys: tuple[str, ...] = ()
     path_keys: tuple[str, ...] = ()
     stop_line: str | None = None
+    # tables of TOML files in a directory a config key names, written from a config mapping
+    toml_edits: tuple[TomlEdit, ...] = ()
+    # a config key holding a round r > 0: the process is killed (SIGKILL to its group, and what
+    # it started in sessions of its own) when round r starts; the trial goes on without it
+    kill_at_round_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TomlEdit:
+    """Write the mapping at config key `values` into `table` of `file` in the directory at config
+    key `dir` (a copy in the trial directory, comments kept); the key then names the copy."""
+
+    dir: str
+    file: str
+    table: str
+    values: str
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,15 @@ class Engine:
     env: dict[str, str] = field(default_factory=dict)  # added to the environment of every process
     preload: tuple[str, ...] = ()  # modules run with `{python} -m` that a fork server preloads
     metrics_keys: tuple[str, ...] = ()  # what a party's metrics line holds; () if not declared
+    # processes of a trial started by a step that names them (a run submission, a status query)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    strip_ansi: bool = False  # colour codes are taken out of output before anything reads it
+    stop_tree: bool = False  # the stop ladder also signals descendants in sessions of their own
+    files: tuple[tuple[str, str], ...] = ()  # (path in the trial directory, template text)
+    # when set, `round` marks a round's start and these lines carry its records (dicts); the
+    # round is finished when a record has `round_value`, which is the round's value
+    round_records: re.Pattern[str] | None = None
+    round_value: str | None = None
 
     def round_line(self, text: str) -> RoundLine | None:
         """What an aggregator's line says of a finished round, or None if it is not one."""
@@ -295,10 +325,27 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
     if not isinstance(doc, dict):
         raise SpecError(r.source, r.prefix, "expected a mapping")
-    allowed = {"command", "port_keys", "seed_keys", "path_keys", "stop_line"}
+    allowed = {
+        "command",
+        "port_keys",
+        "seed_keys",
+        "path_keys",
+        "stop_line",
+        "toml_edits",
+        "kill_at_round_key",
+    }
     if party:
         allowed.add("aggregator_port_keys")
     r.check_keys(doc, allowed)
+    edits = []
+    for i, edit in enumerate(r.get(doc, "toml_edits", list, [])):
+        er = _Reader(r.source, r.key(f"toml_edits[{i}]"))
+        if not isinstance(edit, dict):
+            raise SpecError(r.source, er.prefix, "expected a mapping")
+        er.check_keys(edit, {"dir", "file", "table", "values"})
+        edits.append(
+            TomlEdit(*(er.get(edit, name, str) for name in ("dir", "file", "table", "values")))
+        )
     command = r.strings(doc, "command", ...)
     if not command:
         raise r.fail("command", "empty command")
@@ -309,19 +356,38 @@ def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
         seed_keys=r.dotted(doc, "seed_keys"),
         path_keys=r.dotted(doc, "path_keys"),
         stop_line=r.get(doc, "stop_line", str, None),
+        toml_edits=tuple(edits),
+        kill_at_round_key=r.get(doc, "kill_at_round_key", str, None),
     )
 
 
-def _step(doc: Any, r: _Reader) -> Step:
+def _step(doc: Any, r: _Reader, commands: dict[str, tuple[str, ...]]) -> Step:
     if not isinstance(doc, dict):
         raise SpecError(r.source, r.prefix, "expected a mapping")
-    r.check_keys(doc, {"phase", "process", "send", "expect", "expect_metrics", "expect_exit"})
+    r.check_keys(
+        doc,
+        {
+            "phase",
+            "process",
+            "send",
+            "expect",
+            "expect_metrics",
+            "expect_exit",
+            "capture",
+            "expect_json",
+        },
+    )
     phase = r.get(doc, "phase", str)
     if phase not in PHASES:
         raise r.fail("phase", f"expected one of {', '.join(PHASES)}, got {phase!r}")
     process = r.get(doc, "process", str)
-    if process not in _PROCESSES:
-        raise r.fail("process", f"expected aggregator or parties, got {process!r}")
+    if process not in _PROCESSES and process not in commands:
+        names = ", ".join([*_PROCESSES, *commands])
+        raise r.fail("process", f"expected one of {names}, got {process!r}")
+    expect_json = r.get(doc, "expect_json", dict, {})
+    for path, value in expect_json.items():
+        if not isinstance(value, str | int | float | bool):
+            raise r.fail(f"expect_json.{path}", f"expected a scalar, got {value!r}")
     step = Step(
         phase=phase,
         process=process,
@@ -329,10 +395,23 @@ def _step(doc: Any, r: _Reader) -> Step:
         expect=r.strings(doc, "expect"),
         expect_metrics=r.get(doc, "expect_metrics", bool, False),
         expect_exit=r.get(doc, "expect_exit", bool, False),
+        capture=r.regex(doc, "capture"),
+        expect_json=tuple((str(k), _json_text(v)) for k, v in expect_json.items()),
     )
-    if not (step.expect or step.expect_metrics or step.expect_exit):
-        raise SpecError(r.source, r.prefix, "a step needs expect, expect_metrics or expect_exit")
+    if not (
+        step.expect or step.expect_metrics or step.expect_exit or step.capture or step.expect_json
+    ):
+        raise SpecError(
+            r.source,
+            r.prefix,
+            "a step needs expect, expect_metrics, expect_exit, capture or expect_json",
+        )
     return step
+
+
+def _json_text(value: str | int | float | bool) -> str:
+    """A scalar as JSON text, so that an expected value compares with what a command printed."""
+    return json.dumps(value)
 
 
 def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
@@ -361,15 +440,42 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "env",
             "preload",
             "metrics_keys",
+            "commands",
+            "strip_ansi",
+            "stop_tree",
+            "files",
+            "round_records",
+            "round_value",
         },
     )
     python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
+    commands: dict[str, tuple[str, ...]] = {}
+    for name in r.get(doc, "commands", dict, {}):
+        if name in _PROCESSES or not isinstance(name, str) or not name.isidentifier():
+            raise r.fail(f"commands.{name}", "expected a name other than aggregator or parties")
+        commands[name] = _Reader(source, r.key("commands")).strings(doc["commands"], name, ...)
+        if not commands[name]:
+            raise r.fail(f"commands.{name}", "empty command")
     lifecycle_doc = r.get(doc, "lifecycle", list)
     if not lifecycle_doc:
         raise r.fail("lifecycle", "no steps")
     lifecycle = tuple(
-        _step(s, _Reader(source, r.key(f"lifecycle[{i}]"))) for i, s in enumerate(lifecycle_doc)
+        _step(s, _Reader(source, r.key(f"lifecycle[{i}]")), commands)
+        for i, s in enumerate(lifecycle_doc)
     )
+    files = []
+    for i, f in enumerate(r.get(doc, "files", list, [])):
+        fr = _Reader(source, r.key(f"files[{i}]"))
+        if not isinstance(f, dict):
+            raise SpecError(source, fr.prefix, "expected a mapping")
+        fr.check_keys(f, {"path", "text"})
+        path = fr.get(f, "path", str)
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise fr.fail("path", "expected a path inside the trial directory")
+        files.append((path, fr.get(f, "text", str)))
+    round_records = r.regex(doc, "round_records")
+    if round_records is not None and "dict" not in round_records.groupindex:
+        raise r.fail("round_records", "needs a (?P<dict>...) group")
     failures = []
     for i, f in enumerate(r.get(doc, "failures", list, [])):
         fr = _Reader(source, r.key(f"failures[{i}]"))
@@ -431,6 +537,12 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         env={str(k): _expand_env(str(v)) for k, v in env.items()},
         preload=r.strings(doc, "preload"),
         metrics_keys=r.strings(doc, "metrics_keys"),
+        commands=commands,
+        strip_ansi=r.get(doc, "strip_ansi", bool, False),
+        stop_tree=r.get(doc, "stop_tree", bool, False),
+        files=tuple(files),
+        round_records=round_records,
+        round_value=r.get(doc, "round_value", str, None),
     )
 
 

@@ -18,6 +18,7 @@ from seel.engine import Engine, Validator
 from seel.errors import SpecError
 from seel.space import Target, TrialSpec
 from seel.sweep import SweepSpec
+from seel.trialfiles import check_templates
 
 AGGREGATOR_FILE = "config_agg.yml"
 
@@ -55,6 +56,7 @@ class Plan:
             for key in (*proc.port_keys, *proc.aggregator_port_keys):
                 if not yamledit.has_path(doc, key):
                     raise SpecError(path, key, f"missing: the {eng.name} engine writes a port here")
+        check_templates(eng, self.configs.paths(), self.configs.docs())
         check = eng.validator()
         if check is None:
             return

@@ -4,6 +4,11 @@ The engine's steps run in order; a phase's timeout covers all of its steps. Any 
 failure marker, or exiting before the stop phase, ends the trial at once with a status and the
 phase it happened in; so does a halt from outside (an optimizer pruning the trial). Whatever happens, every child goes down the stop ladder before the outcome
 is returned, and a cancelled trial returns an `interrupted` outcome after its cleanup.
+
+An engine may also name commands of the trial (a run submission, a status query): each is started
+by the first step that names it, and ending with 0 is not a crash. Their output and the
+aggregator's are read for rounds (seel/rounds.py); a party whose config names a round to die at is
+killed when that round starts, and the trial goes on without it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from seel.context import Machine, TrialContext
 from seel.engine import Engine, Failure, Step
 from seel.errors import PortUnavailable, SeelError, StorageError
 from seel.events import Event, PartyState, PhaseReached, RoundFinished
+from seel.jsoncheck import json_mismatch
 from seel.outcome import Outcome, PartyResult, Status
+from seel.rounds import RoundTracker
 from seel.space import TrialSpec
 from seel.store import storage_error
+from seel.trialfiles import TrialFiles
 
 _PARTY_STATE = {
     "init": "ready",
@@ -95,6 +103,11 @@ class _TrialRun:
         self.children: list[Child] = []
         self.aggregator: Child | None = None
         self.parties: list[Child] = []
+        self.commands: dict[str, Child] = {}  # the engine's commands, started by their steps
+        self.files: TrialFiles | None = None
+        self.round_tracker = RoundTracker(self.engine)
+        self.kill_at: dict[Child, int] = {}  # processes to kill when a round starts (faults)
+        self.killed: set[Child] = set()
         self.ports: list[int] = []
         self.t0 = time.monotonic()
         self.durations: dict[str, float] = {}
@@ -107,7 +120,8 @@ class _TrialRun:
         self._failures: dict[str, Failure] = {f.marker: f for f in self.engine.failures}
         self._priority = {f.marker: i for i, f in enumerate(self.engine.failures)}
         self._watch = [m for step in self.engine.lifecycle for m in step.expect] + [
-            self.engine.metrics_pattern
+            self.engine.metrics_pattern,
+            *(step.capture for step in self.engine.lifecycle if step.capture is not None),
         ]
 
     # -- watching output ------------------------------------------------------------------
@@ -115,8 +129,9 @@ class _TrialRun:
     def _on_line(self, child: Child, line: Line) -> None:
         if child.failure is not None and not self.failure.done():
             self.failure.set_result(child.failure)
-        if child is self.aggregator:
-            said = self.engine.round_line(line.text)
+        if child not in self.parties:  # the aggregator, or a command that streams its log
+            said = self.round_tracker.feed(line.text)
+            self._inject_faults()
             if said is not None:
                 self.rounds += 1
                 if said.accuracy is not None:
@@ -129,9 +144,18 @@ class _TrialRun:
             if metrics is not None:
                 self.metrics[self.parties.index(child)] = metrics
 
+    def _inject_faults(self) -> None:
+        for child, round_ in list(self.kill_at.items()):
+            if self.round_tracker.started >= round_:
+                del self.kill_at[child]
+                self.killed.add(child)
+                child.kill()
+
     def _on_exit(self, child: Child) -> None:
-        if self.stopping or self.failure.done():
+        if self.stopping or self.failure.done() or child in self.killed:
             return
+        if child.exit_code == 0 and child in self.commands.values():
+            return  # a command ends by itself; a step that waits on it sees how
         self.failure.set_result(
             child.failure or ChildExited(child.name, child.exit_code, child.tail())
         )
@@ -143,7 +167,9 @@ class _TrialRun:
             name,
             argv,
             cwd=cwd,
-            env=self.ctx.env,
+            env=self.files.env(self.ctx.env) if self.files is not None else self.ctx.env,
+            strip_ansi=self.engine.strip_ansi,
+            tree=self.engine.stop_tree,
             forkserver=await self.ctx.forkserver(),
             transcript=self.dir / f"{name}.log",
             failure_markers=list(self._failures),
@@ -157,7 +183,13 @@ class _TrialRun:
 
     async def _step(self, step: Step, marks: dict[Child, int], deadline: float) -> None:
         assert self.aggregator is not None
-        targets = [self.aggregator] if step.process == "aggregator" else self.parties
+        if step.process == "aggregator":
+            targets = [self.aggregator]
+        elif step.process == "parties":
+            targets = [p for p in self.parties if p not in self.killed]
+        else:
+            targets = [await self._command(step.process)]
+            marks.setdefault(targets[0], 1)
         if step.send is not None:
             for child in targets:
                 child.send_line(step.send)
@@ -171,12 +203,14 @@ class _TrialRun:
                 mine.append(
                     child.expect(self.engine.metrics_pattern, remaining, since=marks[child])
                 )
-            if step.expect_exit:
-                mine.append(self._expect_exit(child, remaining))
+            if step.capture is not None:
+                mine.append(self._capture(child, step.capture, remaining, marks[child]))
+            if step.expect_exit or step.expect_json:
+                mine.append(self._expect_exit(child, remaining, step.expect_json))
             waits.append(
-                asyncio.gather(*mine)
-                if child is self.aggregator
-                else self._party_done(child, step.phase, mine)
+                self._party_done(child, step.phase, mine)
+                if child in self.parties
+                else asyncio.gather(*mine)
             )
         gathered: asyncio.Future[Any] = asyncio.gather(*waits)
         racing: set[asyncio.Future[Any]] = {gathered, self.failure, self.halt}
@@ -197,11 +231,32 @@ class _TrialRun:
         state = _PARTY_STATE.get(phase, phase)
         self.ctx.emit(PartyState(self.trial.trial_id, self.parties.index(child), state))
 
-    async def _expect_exit(self, child: Child, timeout_s: float) -> None:
+    async def _expect_exit(
+        self, child: Child, timeout_s: float, expect_json: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         if not await child.wait_exit(timeout_s):
             raise MarkerTimeout(child.name, "process exit", timeout_s, child.tail())
         if child.exit_code != 0:  # leaving by itself, as asked, but not cleanly: a crash
             raise ChildExited(child.name, child.exit_code, child.tail())
+        if expect_json:
+            problem = json_mismatch(child.tail(child.tail_lines), expect_json)
+            if problem is not None:
+                raise FailureSeen(child.name, "expect_json", problem, child.tail())
+
+    async def _capture(self, child: Child, pattern: Any, timeout_s: float, since: int) -> None:
+        """Wait for a line matching `pattern`; its named groups become the trial's variables."""
+        line = await child.expect(pattern, timeout_s, since=since)
+        match = pattern.search(line.text)
+        assert self.files is not None and match is not None
+        self.files.variables.update({k: v for k, v in match.groupdict().items() if v is not None})
+
+    async def _command(self, name: str) -> Child:
+        """The engine's command `name`, started on first use (in the trial directory)."""
+        if name not in self.commands:
+            assert self.files is not None
+            argv = self.files.argv(self.engine.commands[name], None)
+            self.commands[name] = await self._spawn(name, argv, self.dir)
+        return self.commands[name]
 
     async def _lifecycle(self) -> None:
         plan = self.ctx.plan
@@ -211,13 +266,22 @@ class _TrialRun:
             agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
         except OSError as exc:  # the run directory's fault, not the trial's: not a result
             raise storage_error(exc, self.dir) from None
+        self.files = files = TrialFiles(self.engine, self.dir, [agg_cfg, *party_cfgs])
+        files.prepare()
         cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
         self.aggregator = await self._spawn(
-            "aggregator", self.engine.argv(self.engine.aggregator, str(agg_cfg)), cwd
+            "aggregator", files.argv(self.engine.argv(self.engine.aggregator, str(agg_cfg)), 0), cwd
         )
         for i, cfg in enumerate(party_cfgs):
-            argv = self.engine.argv(self.engine.party, str(cfg))
+            argv = files.argv(self.engine.argv(self.engine.party, str(cfg)), 1 + i)
             self.parties.append(await self._spawn(f"party{i}", argv, cwd))
+        procs = [(self.aggregator, self.engine.aggregator)]
+        procs += [(p, self.engine.party) for p in self.parties]
+        for index, (child, proc) in enumerate(procs):
+            if proc.kill_at_round_key is not None:
+                round_ = files.value(index, proc.kill_at_round_key)
+                if isinstance(round_, int) and round_ > 0:
+                    self.kill_at[child] = round_
         marks: dict[Child, int] = {}
         phase_start = deadline = 0.0
         for step in self.engine.lifecycle:
@@ -249,7 +313,13 @@ class _TrialRun:
             grace, term = min(grace, 1.0), min(term, 1.0)
 
         async def stop(child: Child) -> None:
-            line = eng.aggregator.stop_line if child is self.aggregator else eng.party.stop_line
+            line = (
+                eng.aggregator.stop_line
+                if child is self.aggregator
+                else eng.party.stop_line
+                if child in self.parties
+                else None
+            )
             await child.stop(line, grace, term)
             child.close()
             self.ctx.processes.reaped(child.pid)
@@ -288,6 +358,8 @@ class _TrialRun:
         if status is not Status.OK and self.phase is not None and self.phase not in self.durations:
             self.durations[self.phase] = time.monotonic() - self.t0 - sum(self.durations.values())
         await self._shielded_cleanup(hurry=status is Status.INTERRUPTED)
+        with contextlib.suppress(OSError):
+            self.round_tracker.write(self.dir / "rounds.jsonl")
         seen = [f for c in self.children for f in c.failures if f.marker in self._priority]
         if ended_by_child and seen:
             # Classified once every child's output is in, by the most telling marker (their order

@@ -124,8 +124,9 @@ def test_engines_lists_both(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["engines"])
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("builtin") and "usable: ok" in lines[0]
-    assert lines[1].startswith("ibmfl")
+    named = {line.split()[0]: line for line in lines}
+    assert "usable: ok" in named["builtin"]
+    assert "ibmfl" in named and "flower" in named
 
 
 def test_help_has_examples() -> None:

@@ -1,0 +1,200 @@
+"""What SEEL adds to a real Flower trial: the same deployment driven by a plain script, and by SEEL.
+
+    python bench/flower.py [--repeats N] [--rounds R] [--nodes N]
+
+Side by side, alternating: (a) a direct driver (subprocess + reader threads, nothing else) starts
+a SuperLink and N SuperNodes, waits for their readiness lines, runs `flwr run --stream`, confirms
+the run with `flwr list --format json`, and stops every process (the SuperLink's flower-superexec
+included); (b) `seel.run.run_sweep` runs one trial of the same deployment (sweeps/flower-app).
+Reports medians: the wall time of each, SEEL's overhead as a share of the plain driver's, the
+controller's own CPU per trial, and what a deployment costs (its start, its stop): what reusing
+one deployment across trials would save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seel.events import NullSink  # noqa: E402
+from seel.proctree import descendants  # noqa: E402
+from seel.run import RunSettings, run_sweep  # noqa: E402
+from tests.flkit import free_ports  # noqa: E402
+
+APP = ROOT / "sweeps" / "flower-app"
+BIN = Path(sys.executable).parent
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+class Proc:
+    """A process whose output lines are read by a thread (so its pipe never fills)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, text=True, errors="replace",
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(ANSI.sub("", line))
+        self.lines.put(None)
+
+    def wait_for(self, marker: str, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise RuntimeError(f"exited before {marker!r}")
+            self.seen.append(line)
+            if marker in line:
+                return line
+
+
+def plain_trial(tmp: Path, rounds: int, nodes: int) -> float:
+    """The deployment driven directly; returns its wall time, first spawn to all gone."""
+    ports = free_ports(1 + nodes)
+    home = tmp / "home"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(
+        f'[superlink.seel]\naddress = "127.0.0.1:{ports[0]}"\ninsecure = true\n'
+    )
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+           "FLWR_DISABLE_UPDATE_CHECK": "1", "PATH": f"{BIN}:{os.environ['PATH']}",
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.monotonic()
+    link = Proc([str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port",
+                 str(ports[0]), "--disable-runtime-dependency-installation"], env)
+    supernodes = [
+        Proc([str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{ports[0]}",
+              "--port", str(ports[1 + i]), "--node-config",
+              f"partition-id={i} num-partitions={nodes}"], env)
+        for i in range(nodes)
+    ]
+    link.wait_for("Uvicorn running on")
+    for node in supernodes:
+        node.wait_for("SuperNode ID:")
+    run = subprocess.run(
+        [str(BIN / "flwr"), "run", str(APP), "seel", "--stream", "--run-config",
+         f"num-server-rounds={rounds} min-nodes={nodes}"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    run_id = re.search(r"Successfully started run (\d+)", ANSI.sub("", run.stdout))
+    assert run_id is not None and "Strategy execution finished" in ANSI.sub("", run.stdout)
+    listed = subprocess.run(
+        [str(BIN / "flwr"), "list", "seel", "--run-id", run_id.group(1), "--format", "json"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    assert json.loads(listed.stdout)["runs"][0]["status"] == "finished:completed"
+    procs = [link, *supernodes]
+    groups = {p.popen.pid for p in procs}
+    for p in procs:
+        groups |= {d.pgid for d in descendants(p.popen.pid)}
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        p.popen.wait(timeout=30)
+    return time.monotonic() - start
+
+
+def write_sweep(tmp: Path, rounds: int, nodes: int) -> Path:
+    (tmp / "superlink.yml").write_text(
+        f"superlink: {{port: 9093}}\napp: {APP}\n"
+        f"run_config: {{num-server-rounds: {rounds}, min-nodes: {nodes}}}\napp_config: {{}}\n"
+    )
+    for i in range(nodes):
+        (tmp / f"supernode{i}.yml").write_text(
+            "supernode: {port: 9094, superlink_port: 9093}\n"
+            f"node_config: {{partition-id: {i}, num-partitions: {nodes}}}\n"
+            "fault: {kill_at_round: 0}\n"
+        )
+    sweep = {"name": "bench-flower", "engine": "flower",
+             "configs": {"aggregator": "superlink.yml",
+                         "parties": [f"supernode{i}.yml" for i in range(nodes)]},
+             "parameters": {"run_config.num-server-rounds": {"values": [rounds]}}}
+    path = tmp / "sweep.yml"
+    path.write_text(json.dumps(sweep))
+    return path
+
+
+def seel_trial(tmp: Path, rounds: int, nodes: int) -> dict[str, float]:
+    """One trial through run_sweep: its wall time, the trial's own, the controller's CPU."""
+    settings = RunSettings(sweep=write_sweep(tmp, rounds, nodes), out=tmp / "run",
+                           ports_dir=tmp / "ports", retries=0)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    asyncio.run(run_sweep(settings, NullSink()))
+    wall = time.monotonic() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    [record] = [json.loads(x) for x in (tmp / "run" / "ledger.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok", record["reason"]
+    durations = record["durations"]
+    return {
+        "wall": wall,
+        "trial": record["elapsed_s"],
+        "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "init": durations["init"],
+        "train": durations["train"],
+        "confirm": durations["eval"],
+        "spawn_and_stop": record["elapsed_s"] - sum(durations.values()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--nodes", type=int, default=2)
+    args = parser.parse_args()
+    plain: list[float] = []
+    seel: list[dict[str, float]] = []
+    for i in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            plain.append(plain_trial(Path(tmp), args.rounds, args.nodes))
+        with tempfile.TemporaryDirectory() as tmp:
+            seel.append(seel_trial(Path(tmp), args.rounds, args.nodes))
+        print(f"repeat {i}: plain {plain[-1]:.2f} s, seel {seel[-1]}", flush=True)
+    med = {k: statistics.median(s[k] for s in seel) for k in seel[0]}
+    base = statistics.median(plain)
+    print(f"Flower trial, {args.nodes} SuperNodes, {args.rounds} rounds, medians of {args.repeats}:")
+    print(f"  plain driver, spawn to all gone        {base:8.2f} s")
+    print(f"  SEEL trial (elapsed_s)                 {med['trial']:8.2f} s  "
+          f"{100 * (med['trial'] - base) / base:+.1f} %   (target < +5 %)")
+    paired = statistics.median(s["trial"] / p for s, p in zip(seel, plain, strict=True))
+    print(f"  SEEL trial / plain, paired repeats     {100 * (paired - 1):+8.1f} %   (median ratio)")
+    print(f"  SEEL run_sweep, 1-trial sweep          {med['wall']:8.2f} s  "
+          f"{100 * (med['wall'] - base) / base:+.1f} %")
+    print(f"  controller CPU per trial               {med['cpu']:8.3f} s")
+    print(f"  deployment start (init phase)          {med['init']:8.2f} s")
+    print(f"  run (train phase)                      {med['train']:8.2f} s")
+    print(f"  confirmation (flwr list)               {med['confirm']:8.2f} s")
+    print(f"  spawn + stop ladder                    {med['spawn_and_stop']:8.2f} s")
+    print(f"  reuse would save per trial (start+stop) {med['init'] + med['spawn_and_stop']:7.2f} s "
+          f"({100 * (med['init'] + med['spawn_and_stop']) / med['trial']:.0f} % of a trial)")
+
+
+if __name__ == "__main__":
+    main()

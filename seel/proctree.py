@@ -1,0 +1,96 @@
+"""A process's descendants, found through /proc by parent links, with their groups and sessions.
+
+A child leads its own session, and the stop ladder signals that session's group; a descendant that
+started a session of its own (a daemon-like helper) is out of that group's reach. An engine that
+says `stop_tree: true` has its ladder signal those sessions too: they are found here by walking
+parent links from the child while it is alive, and each one is remembered by its start time, so a
+recycled pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A live process: its id, parent, group, session and start time (clock ticks since boot)."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    ticks: int
+
+
+def _stat(pid: int) -> Proc | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # ended, waiting to be reaped
+        return None
+    return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+
+
+def snapshot() -> dict[int, Proc]:
+    """Every live process, by pid."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (proc := _stat(int(entry))) is not None:
+            procs[proc.pid] = proc
+    return procs
+
+
+def descendants(pid: int, procs: dict[int, Proc] | None = None) -> list[Proc]:
+    """The live descendants of `pid` (children, their children, ...)."""
+    procs = snapshot() if procs is None else procs
+    children: dict[int, list[Proc]] = {}
+    for proc in procs.values():
+        children.setdefault(proc.ppid, []).append(proc)
+    found: list[Proc] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child.pid)
+    return found
+
+
+def alive(proc: Proc) -> bool:
+    """Whether this process (same pid and start time) is still running."""
+    now = _stat(proc.pid)
+    return now is not None and now.ticks == proc.ticks
+
+
+class SessionTree:
+    """The sessions a process's descendants opened, remembered as they are seen."""
+
+    def __init__(self, pid: int, sid: int) -> None:
+        self.pid = pid
+        self.sid = sid
+        self.seen: dict[int, Proc] = {}  # pid -> descendant in a session other than `sid`
+
+    def scan(self) -> list[Proc]:
+        """Look for new descendants in other sessions; returns all remembered ones still alive."""
+        for proc in descendants(self.pid):
+            if proc.sid != self.sid:
+                self.seen.setdefault(proc.pid, proc)
+        return [p for p in self.seen.values() if alive(p)]
+
+    def signal(self, sig: signal.Signals) -> list[int]:
+        """Signal the groups of every live remembered descendant; returns the groups signalled."""
+        groups = sorted({p.pgid for p in self.scan()})
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        return groups
+
+    def sessions(self) -> set[int]:
+        """The sessions of every descendant seen so far."""
+        return {p.sid for p in self.seen.values()}

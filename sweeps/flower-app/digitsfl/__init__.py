@@ -1,0 +1,1 @@
+"""digitsfl: federated softmax regression on scikit-learn's digits."""
