@@ -6,6 +6,7 @@ trial (pruned ones stop early), and for several objectives the Pareto front.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,17 @@ from optuna.trial import TrialState
 
 from seel.search.study import OBJECTIVES_ATTR, load_run_study, quiet, value_at
 
+_MAX_LEGEND = 12
+
 
 def _save(ax: Any, path: Path) -> Path:
     figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
     figure.set_size_inches(9, 5.5)
-    figure.tight_layout()
+    with warnings.catch_warnings():  # a long legend may not fit: bbox_inches makes room for it
+        warnings.filterwarnings("ignore", "Tight layout not applied", UserWarning)
+        figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -71,5 +76,8 @@ def plot_search(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
             ax = vis.plot_intermediate_values(study)
             ax.set_ylabel("global accuracy after the round")
             ax.set_xlabel("round")
+            legend = ax.get_legend()
+            if legend is not None and len(legend.get_texts()) > _MAX_LEGEND:
+                legend.remove()  # a line per trial: past a dozen, names are noise
             written.append(_save(ax, out / "search-rounds.png"))
     return written
