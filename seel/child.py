@@ -37,6 +37,7 @@ import pexpect
 from seel.errors import SeelError
 from seel.forkserver import ForkServer, ForkServerError
 from seel.proctree import SessionTree
+from seel.reasons import FirstError
 
 _READ_SIZE = 1 << 16
 _DIMENSIONS = (24, 500)
@@ -139,6 +140,7 @@ class Child:
         self._on_line = on_line
         self.tail_lines = tail_lines
         self._tail: deque[Line] = deque(maxlen=tail_lines)
+        self._first_error = FirstError()  # read as lines pass: the tail may have lost it
         self._max_line = max_line_chars
         self._partial = ""
         self._seq = 0
@@ -235,6 +237,11 @@ class Child:
     def tail(self, n: int = 20) -> list[str]:
         return [line.text for line in list(self._tail)[-n:]]
 
+    @property
+    def first_error(self) -> str | None:
+        """The first error this process printed (seel/reasons.py), or None."""
+        return self._first_error.cause
+
     def _write_transcript(self, text: str, note: bool = False) -> None:
         """Stamp and write a line; output stops at the size limit, SEEL's own notes never do."""
         if self._transcript is None:
@@ -297,6 +304,7 @@ class Child:
         line = Line(self._seq, time.monotonic(), text)
         self._tail.append(line)
         self._write_transcript(text)
+        self._first_error.feed(text)
         for marker in self._failure_markers:
             if marker in text and all(f.marker != marker for f in self.failures):
                 self.failures.append(FailureSeen(self.name, marker, text, self.tail()))

@@ -27,6 +27,7 @@ from seel.errors import PortUnavailable, SeelError, StorageError
 from seel.events import Event, PartyState, PhaseReached, RoundFinished
 from seel.jsoncheck import json_mismatch
 from seel.outcome import Outcome, PartyResult, Status
+from seel.reasons import trial_reason
 from seel.rounds import RoundTracker
 from seel.space import TrialSpec
 from seel.store import storage_error
@@ -332,7 +333,7 @@ class _TrialRun:
 
     async def run(self) -> Outcome:
         status, reason, retryable = Status.OK, "", False
-        ended_by_child = False
+        failing: str | None = None  # the process whose output explains the end
         started_at = time.time()
         try:
             await self._lifecycle()
@@ -348,9 +349,9 @@ class _TrialRun:
             status = Status.TIMEOUT
             reason = f"{exc.child}: {exc.marker!r} not seen within the {self.phase} timeout of {phase_timeout:g} s"
         except FailureSeen as exc:
-            status, reason, ended_by_child = Status.FAILED, str(exc), True
+            status, reason, failing = Status.FAILED, str(exc), exc.child
         except ChildExited as exc:
-            status, reason, ended_by_child = Status.CRASHED, str(exc), True
+            status, reason, failing = Status.CRASHED, str(exc), exc.child
         except PortUnavailable as exc:
             status, reason, retryable = Status.FAILED, str(exc), True
         except (SeelError, OSError) as exc:
@@ -360,16 +361,8 @@ class _TrialRun:
         await self._shielded_cleanup(hurry=status is Status.INTERRUPTED)
         with contextlib.suppress(OSError):
             self.round_tracker.write(self.dir / "rounds.jsonl")
-        seen = [f for c in self.children for f in c.failures if f.marker in self._priority]
-        if ended_by_child and seen:
-            # Classified once every child's output is in, by the most telling marker (their order
-            # in the engine): IBM FL prints "Traceback" before "Address already in use".
-            first = min(seen, key=lambda f: self._priority[f.marker])
-            failure = self._failures[first.marker]
-            status, retryable, reason = Status(failure.status), failure.retry, str(first)
-            last = next((c.tail(1) for c in self.children if c.name == first.child), [])
-            if last and last[-1].strip() and last[-1] != first.line:
-                reason = f"{reason} ... {last[-1].strip()}"  # a traceback's last line says what
+        if failing is not None:
+            status, reason, retryable = self._classify(failing, status, reason)
         return Outcome(
             trial_id=self.trial.trial_id,
             index=self.trial.index,
@@ -393,6 +386,23 @@ class _TrialRun:
             ports=tuple(self.ports),
             retryable=retryable,
         )
+
+    def _classify(self, failing: str, status: Status, reason: str) -> tuple[Status, str, bool]:
+        """Status and reason of a trial a child ended, once every child's output is in.
+
+        The status comes from the most telling failure marker seen (their order in the engine:
+        IBM FL prints "Traceback" before "Address already in use"); the reason is the first
+        error of the process that printed it, else that marker's line.
+        """
+        retryable = False
+        seen = [f for c in self.children for f in c.failures if f.marker in self._priority]
+        if seen:
+            first = min(seen, key=lambda f: self._priority[f.marker])
+            failure = self._failures[first.marker]
+            status, retryable, reason = Status(failure.status), failure.retry, str(first)
+            failing = first.child
+        cause = next((c.first_error for c in self.children if c.name == failing), None)
+        return status, trial_reason(failing, cause, reason), retryable
 
     async def _shielded_cleanup(self, hurry: bool) -> None:
         cleanup = asyncio.ensure_future(self._stop_all(hurry))

@@ -212,7 +212,8 @@ async def test_ibmfl_missing_section_fails_at_init(tmp_path: Path) -> None:
     [record] = ledger(result.run_dir)
     assert record["status"] == "failed"
     assert record["phase"] == "init"
-    assert "Error occurred while loading aggregator configuration" in record["reason"]
+    # the first ERROR line (the marker's line is INFO, as IBM FL prints it)
+    assert record["reason"] == "aggregator: 'NoneType' object is not callable"
     assert record["durations"]["init"] < FAST["init"]
     assert_no_process_left(result.run_dir, 3)
 
@@ -248,7 +249,7 @@ async def test_crash_is_crashed_in_its_phase(tmp_path: Path) -> None:
     [record] = ledger(result.run_dir)
     assert record["status"] == "crashed"
     assert record["phase"] == "train"
-    assert "Traceback" in record["reason"]
+    assert record["reason"] == "aggregator: RuntimeError: aggregator crashed on TRAIN"
     assert record["aggregator_exit"] == 1
     assert_no_process_left(result.run_dir, 3)
 
