@@ -383,16 +383,93 @@ def plot(
 
 
 @app.command()
-def engines() -> None:
+def engines(
+    python: Annotated[
+        str | None,
+        typer.Option(help="Python of the engine's environment to check (for ibmfl)."),
+    ] = None,
+) -> None:
     """List the engines and whether each is usable here (for ibmfl: can its Python import it?)."""
     from seel.engine import load_engine, shipped_engines
 
     for name in shipped_engines():
-        engine = load_engine(name, "seel")
+        engine = load_engine(name, "seel", python=python if name != "builtin" else None)
         ok, why = engine.usable()
         print(
             f"{name:<10} {'usable' if ok else 'not usable'}: {why}   [{engine.python}] {engine.description}"
         )
+        if not ok and engine.python_hint:
+            print(f"{'':<10} {engine.python_hint}")
+
+
+ibmfl_app = typer.Typer(
+    help="Set up the real IBM FL: its environment, and the files its configs name.",
+    no_args_is_help=True,
+)
+app.add_typer(ibmfl_app, name="ibmfl")
+
+
+@ibmfl_app.command("setup")
+def ibmfl_setup(
+    wheel: Annotated[
+        Path,
+        typer.Option(
+            help="IBM FL's wheel (federated_learning_lib-2.0.1-py3-none-any.whl).",
+            show_default=False,
+        ),
+    ],
+    venv: Annotated[Path, typer.Option(help="Where to make the environment.")] = Path("ibmfl-venv"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the commands, run nothing.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Build IBM FL's environment from its wheel with dependencies that install on this Python.
+
+    Example:
+
+      seel ibmfl setup --wheel ~/Downloads/federated_learning_lib-2.0.1-py3-none-any.whl
+    """
+    from seel.ibmfl.environment import build, check_wheel, setup_commands
+
+    with _errors(debug):
+        if dry_run:
+            check_wheel(wheel)
+            for argv in setup_commands(wheel.resolve(), venv.resolve()):
+                print(" ".join(argv))
+            return
+        python = build(wheel, venv, lambda line: print(f"+ {line}", file=sys.stderr, flush=True))
+    print(f"IBM FL is ready: export SEEL_IBMFL_PYTHON={python}")
+
+
+@ibmfl_app.command("data")
+def ibmfl_data(
+    config_dir: Annotated[
+        Path, typer.Argument(help="IBM FL's config directory whose files to write.")
+    ] = Path("sweeps/configs/ibmfl"),
+    python: Annotated[
+        str | None,
+        typer.Option(help="IBM FL's Python [default: $SEEL_IBMFL_PYTHON]."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle and the model.")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Write the data (.npz) and model (pickle) files an IBM FL sklearn config directory names:
+    scikit-learn's digits, split between the aggregator and the parties, and an SGD model, written
+    by IBM FL's own Python so the pickle matches its scikit-learn.
+
+    Example:
+
+      seel ibmfl data sweeps/configs/ibmfl --python ibmfl-venv/bin/python
+    """
+    from seel.engine import load_engine
+    from seel.ibmfl.files import write_files
+
+    with _errors(debug):
+        engine = load_engine("ibmfl", "seel", python=python)
+        files = write_files(engine.python, config_dir, seed)
+    for path in files.all():
+        print(path)
 
 
 @app.command()

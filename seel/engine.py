@@ -73,6 +73,7 @@ class ProcessDef:
     aggregator_port_keys: tuple[str, ...] = ()
     seed_keys: tuple[str, ...] = ()
     path_keys: tuple[str, ...] = ()
+    file_keys: tuple[str, ...] = ()  # files that must exist before the sweep starts (data, model)
     stop_line: str | None = None
     # tables of TOML files in a directory a config key names, written from a config mapping
     toml_edits: tuple[TomlEdit, ...] = ()
@@ -181,6 +182,8 @@ class Engine:
     # round is finished when a record has `round_value`, which is the round's value
     round_records: re.Pattern[str] | None = None
     round_value: str | None = None
+    files_hint: str = ""  # how to make the files `file_keys` name, said when one is missing
+    python_hint: str = ""  # how to point SEEL at the engine's Python, said when it is not usable
 
     def round_line(self, text: str) -> RoundLine | None:
         """What an aggregator's line says of a finished round, or None if it is not one."""
@@ -330,6 +333,7 @@ def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
         "port_keys",
         "seed_keys",
         "path_keys",
+        "file_keys",
         "stop_line",
         "toml_edits",
         "kill_at_round_key",
@@ -355,6 +359,7 @@ def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
         aggregator_port_keys=r.dotted(doc, "aggregator_port_keys") if party else (),
         seed_keys=r.dotted(doc, "seed_keys"),
         path_keys=r.dotted(doc, "path_keys"),
+        file_keys=r.dotted(doc, "file_keys"),
         stop_line=r.get(doc, "stop_line", str, None),
         toml_edits=tuple(edits),
         kill_at_round_key=r.get(doc, "kill_at_round_key", str, None),
@@ -446,6 +451,8 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "files",
             "round_records",
             "round_value",
+            "files_hint",
+            "python_hint",
         },
     )
     python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
@@ -543,6 +550,8 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         files=tuple(files),
         round_records=round_records,
         round_value=r.get(doc, "round_value", str, None),
+        files_hint=r.get(doc, "files_hint", str, ""),
+        python_hint=r.get(doc, "python_hint", str, ""),
     )
 
 

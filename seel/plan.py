@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap
 from seel import yamledit
 from seel.engine import Engine, Validator
 from seel.errors import SpecError
+from seel.namedfiles import check_named_files
 from seel.space import Target, TrialSpec
 from seel.sweep import SweepSpec
 from seel.trialfiles import check_templates
@@ -57,6 +58,7 @@ class Plan:
                 if not yamledit.has_path(doc, key):
                     raise SpecError(path, key, f"missing: the {eng.name} engine writes a port here")
         check_templates(eng, self.configs.paths(), self.configs.docs())
+        check_named_files(self.spec, eng, self.configs.docs(), self.config_cwd())
         check = eng.validator()
         if check is None:
             return
