@@ -1,7 +1,8 @@
 """The `seel` command. Thin: parse options into settings, call the library, map to an exit code.
 
 Exit codes: 0 all trials ran (timeouts are results), 1 some trials failed for infrastructure
-reasons or the results could not be written (a full disk), 2 bad input, 130 interrupted (143 on
+reasons, the results could not be written (a full disk), or the sweep stopped because its first
+trials all failed the same way early (a broken set-up; see seel/failfast.py), 2 bad input, 130 interrupted (143 on
 SIGTERM).
 """
 
@@ -170,6 +171,13 @@ def run(
     python: Annotated[
         str | None, typer.Option(help="Python of the engine's environment (for ibmfl).")
     ] = None,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="Run every trial even when the first ones all fail the same way early.",
+        ),
+    ] = False,
     metric: MetricOpt = "acc",
     debug: DebugOpt = False,
 ) -> None:
@@ -196,6 +204,7 @@ def run(
         port_range=_port_range(port_range),
         retries=retries,
         python=python,
+        keep_going=keep_going,
     )
     with _errors(debug):
         plan = prepare(settings)  # bad input fails here, before any output starts
@@ -224,6 +233,8 @@ def run(
             )
     if result.interrupted or sig is not None:
         raise typer.Exit(EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT)
+    if result.tally.stopped is not None:
+        raise _fail(result.tally.stopped, EXIT_INFRA)
     raise typer.Exit(EXIT_INFRA if result.tally.infrastructure_failures else EXIT_OK)
 
 

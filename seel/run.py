@@ -17,6 +17,7 @@ from pathlib import Path
 from seel.context import Machine
 from seel.engine import Engine, load_engine
 from seel.events import Event, Sink, SweepFinished, SweepStarted, isolated
+from seel.failfast import FailFast
 from seel.grid import GridSource
 from seel.manifest import RunManifest
 from seel.plan import Plan
@@ -40,6 +41,7 @@ class RunSettings:
     retries: int = 2
     python: str | None = None
     ports_dir: Path | None = None
+    keep_going: bool = False  # run every trial even when the first ones show a broken set-up
 
 
 @dataclass
@@ -173,7 +175,12 @@ async def run_sweep(
             )
         )
         scheduler = Scheduler(
-            trials, parallel=parallel, retries=settings.retries, record=run_dir.record, sink=sink
+            trials,
+            parallel=parallel,
+            retries=settings.retries,
+            record=run_dir.record,
+            sink=sink,
+            fail_fast=None if settings.keep_going else FailFast(),
         )
         result.tally = scheduler.tally
         where = runner(plan, run_dir, manifest.run_id, scheduler.emit, settings)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from seel.events import Event, RoundFinished, Sink, TrialFinished, TrialStarted
+from seel.failfast import FailFast
 from seel.outcome import Outcome, Status
 from seel.space import TrialSpec
 
@@ -62,6 +63,7 @@ class Tally:
     by_status: Counter[str] = field(default_factory=Counter)
     infrastructure_failures: int = 0
     retried: int = 0
+    stopped: str | None = None  # why the sweep stopped before its end (a broken set-up)
 
 
 class Scheduler:
@@ -75,6 +77,7 @@ class Scheduler:
         retries: int,
         record: Callable[[Outcome], None],
         sink: Sink,
+        fail_fast: FailFast | None = None,
     ) -> None:
         self.source = source
         self.runner: Runner | None = None
@@ -82,6 +85,7 @@ class Scheduler:
         self.retries = retries
         self.record = record
         self.sink = sink
+        self.fail_fast = fail_fast
         self.tally = Tally()
 
     def emit(self, event: Event) -> None:
@@ -98,6 +102,8 @@ class Scheduler:
         if outcome.retryable:
             self.tally.infrastructure_failures += 1
         self.sink.emit(TrialFinished(outcome))
+        if self.fail_fast is not None and self.tally.stopped is None:
+            self.tally.stopped = self.fail_fast.tell(outcome)
 
     async def run(self, runner: Runner) -> Tally:
         """Run until the source is exhausted; on cancellation or an error, stop every running trial
@@ -107,6 +113,9 @@ class Scheduler:
         retry: deque[tuple[TrialSpec, int]] = deque()
         try:
             while True:
+                if self.tally.stopped is not None:
+                    await self._stop(running)
+                    return self.tally
                 while len(running) < self.parallel:
                     if retry:
                         trial, attempt = retry.popleft()
@@ -134,10 +143,15 @@ class Scheduler:
         except BaseException:
             # Cancelled, or an outcome could not be recorded (a full disk): no trial outlives
             # the loop. Each is stopped, and recorded if it still can be.
-            for task in running:
-                task.cancel()
-            results = await asyncio.gather(*running, return_exceptions=True)
-            for result in results:
-                if isinstance(result, Outcome):
-                    self._finish(result)
+            await self._stop(running)
             raise
+
+    async def _stop(self, running: dict[asyncio.Task[Outcome], tuple[TrialSpec, int]]) -> None:
+        """Stop every running trial and record what each returns (interrupted: run on resume)."""
+        for task in running:
+            task.cancel()
+        results = await asyncio.gather(*running, return_exceptions=True)
+        running.clear()
+        for result in results:
+            if isinstance(result, Outcome):
+                self._finish(result)
