@@ -101,9 +101,8 @@ class Machine:
 
     async def _start_forkserver(self) -> ForkServer | None:
         engine = self.plan.engine
-        server = ForkServer(
-            engine.python, engine.preload, self.env, self.run_path / "forkserver.log"
-        )
+        log, optional = self.run_path / "forkserver.log", self.plan.named_modules()
+        server = ForkServer(engine.python, engine.preload, self.env, log, optional)
         up = await server.start()
         if server.pid is None:
             return None

@@ -182,6 +182,8 @@ class Engine:
     # round is finished when a record has `round_value`, which is the round's value
     round_records: re.Pattern[str] | None = None
     round_value: str | None = None
+    # config keys naming modules (handler class paths) it also preloads, when they import
+    preload_keys: tuple[str, ...] = ()
     files_hint: str = ""  # how to make the files `file_keys` name, said when one is missing
     python_hint: str = ""  # how to point SEEL at the engine's Python, said when it is not usable
 
@@ -451,6 +453,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "files",
             "round_records",
             "round_value",
+            "preload_keys",
             "files_hint",
             "python_hint",
         },
@@ -550,6 +553,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         files=tuple(files),
         round_records=round_records,
         round_value=r.get(doc, "round_value", str, None),
+        preload_keys=r.dotted(doc, "preload_keys"),
         files_hint=r.get(doc, "files_hint", str, ""),
         python_hint=r.get(doc, "python_hint", str, ""),
     )

@@ -16,8 +16,12 @@ Protocol, over a SOCK_SEQPACKET socket pair (one JSON document per packet):
   controller -> server   {"reap": P}                 (after killing what is left in P's group)
 The server exits when the controller's end closes, so it never outlives the controller.
 
-Run as `python -m seel.forkserver FD MODULE...`; only the standard library is imported before
-the preloaded modules.
+Run by path (`python .../forkserver.py FD MODULE... [?MODULE...]`, through `runpy` so that its
+folder does not shadow packages on sys.path): the engine's Python need not have SEEL installed,
+and only the standard library is imported before the preloaded modules. A module written `?M` is
+preloaded if it imports, passed over if not (the handlers a config names: a speed-up, never a
+requirement). Forking is only safe from a process with one thread: a server whose preloading
+started a thread says so and is not used (its processes are then started cold).
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ from pathlib import Path
 from typing import Any
 
 _MAX_PACKET = 1 << 20
+# Runs this file by path without putting its folder (seel/, which holds a package named ibmfl)
+# first on sys.path, as `python FILE` would.
+_BOOT = (
+    "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 _READY_TIMEOUT_S = 60.0
 _SPAWN_TIMEOUT_S = 30.0
 
@@ -143,13 +152,35 @@ def _fork(request: dict[str, Any], tty: int) -> int:
     return pid
 
 
+def _threads() -> int:
+    """How many threads this process has, native ones included (a BLAS pool, say)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
 def serve(sock: socket.socket, modules: Sequence[str]) -> int:
     """Preload `modules`, then fork a child per request until the controller goes away."""
-    try:
-        for name in modules:
-            importlib.import_module(name)
-    except BaseException as exc:
-        _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+    skipped = []
+    for name in modules:
+        optional = name.startswith("?")
+        try:
+            importlib.import_module(name.removeprefix("?"))
+        except BaseException as exc:
+            if optional and isinstance(exc, Exception):
+                skipped.append(name[1:])
+                continue
+            _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+            return 1
+    if skipped:
+        print(f"seel forkserver: not preloaded: {', '.join(skipped)}", file=sys.stderr, flush=True)
+    threads = _threads()
+    if threads > 1:
+        why = f"preloading started {threads - 1} thread(s): forking would not be safe"
+        _send(sock, {"ready": False, "error": why})
         return 1
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -201,9 +232,17 @@ class ForkServerError(OSError):
 class ForkServer:
     """The controller's handle on one fork server (one per sweep, started on first use)."""
 
-    def __init__(self, python: str, modules: Sequence[str], env: Mapping[str, str], log: Path):
+    def __init__(
+        self,
+        python: str,
+        modules: Sequence[str],
+        env: Mapping[str, str],
+        log: Path,
+        optional: Sequence[str] = (),
+    ):
         self.python = python
         self.modules = tuple(modules)
+        self.optional = tuple(m for m in optional if m not in self.modules)
         self.env = dict(env)
         self.log = log
         self.pid: int | None = None
@@ -256,7 +295,15 @@ class ForkServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             return subprocess.Popen(
-                [self.python, "-m", "seel.forkserver", str(fd), *self.modules],
+                [
+                    self.python,
+                    "-c",
+                    _BOOT,
+                    str(Path(__file__).resolve()),
+                    str(fd),
+                    *self.modules,
+                    *(f"?{m}" for m in self.optional),
+                ],
                 pass_fds=(fd,),
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ the relative paths the engine names change. The user's files are never written.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from seel.sweep import SweepSpec
 from seel.trialfiles import check_templates
 
 AGGREGATOR_FILE = "config_agg.yml"
+_MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
 def party_file(index: int) -> str:
@@ -43,6 +45,16 @@ class Plan:
 
     def config_cwd(self) -> Path:
         return self.configs.aggregator_path.parent
+
+    def named_modules(self) -> list[str]:
+        """Modules the configs name at the engine's `preload_keys` (handlers), in order."""
+        found: dict[str, None] = {}
+        for doc in self.configs.docs():
+            for key in self.engine.preload_keys:
+                value = yamledit.get_path(doc, key) if yamledit.has_path(doc, key) else None
+                if isinstance(value, str) and _MODULE.fullmatch(value):
+                    found[value] = None
+        return list(found)
 
     # -- validation -----------------------------------------------------------------------
 

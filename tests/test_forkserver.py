@@ -105,6 +105,40 @@ async def test_server_that_cannot_preload_says_why(tmp_path: Path) -> None:
     assert fs.pid is not None and not pid_alive(fs.pid)
 
 
+async def test_server_runs_by_path_and_imports_nothing_of_seel(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    # It runs in the engine's own Python (IBM FL's), where SEEL is not installed.
+    child, seen = await probe(server, tmp_path)
+    assert seen["seel_modules"] == []
+    child.send_line("exit 0")
+    assert await child.wait_exit(5)
+    child.close()
+
+
+async def test_optional_modules_that_do_not_import_are_passed_over(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "fs.log"
+    fs = ForkServer(sys.executable, [PROBE], env, log, optional=["no_such_handler_for_seel", "json"])
+    try:
+        assert await fs.start(), fs.broken
+        child, _ = await probe(fs, tmp_path)
+        child.send_line("exit 0")
+        assert await child.wait_exit(5)
+        child.close()
+    finally:
+        await fs.aclose()
+    assert "not preloaded: no_such_handler_for_seel" in log.read_text()
+
+
+async def test_server_whose_preloading_starts_a_thread_is_not_used(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fs = ForkServer(sys.executable, ["tests.children.threaded"], env, tmp_path / "fs.log")
+    assert not await fs.start()
+    assert fs.broken is not None and "started 1 thread(s)" in fs.broken
+    assert fs.pid is not None and not pid_alive(fs.pid)
+
+
 async def test_closing_the_controller_end_ends_the_server(tmp_path: Path) -> None:
     fs = ForkServer(
         sys.executable, [PROBE], {**os.environ, "PYTHONPATH": str(ROOT)}, tmp_path / "fs.log"

@@ -29,6 +29,8 @@ def main() -> int:
         "argv": sys.argv[1:],
         "name": __name__,
         "env": os.environ.get("PROBE"),
+        # inherited from the fork server: what it imported besides the preloaded modules
+        "seel_modules": sorted(m for m in sys.modules if m == "seel" or m.startswith("seel.")),
     }
     print("probe " + json.dumps(report))
     for line in sys.stdin:
