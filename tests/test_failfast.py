@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from seel.cli import app
 from seel.failfast import FIRST, FailFast
-from seel.outcome import Outcome, Status
 from seel.grid import GridSource
+from seel.outcome import Outcome, Status
 from seel.scheduler import Scheduler
 from seel.space import TrialSpec
 from tests.test_scheduler import Events, outcome, trials

@@ -77,8 +77,8 @@ def test_each_missing_file_is_named(project: Path, skip: str, config: str, key: 
 
 def test_all_files_present_validates(project: Path) -> None:
     touch_named(project / "configs" / "ibmfl")
-    spec, _, _ = prepare(RunSettings(sweep=project / "sweep.yml"))
-    assert spec.trial_count() == 75
+    plan = prepare(RunSettings(sweep=project / "sweep.yml"))
+    assert plan.spec.space.grid_size() == 75
 
 
 def test_swept_and_fixed_file_values_are_checked(project: Path) -> None:
@@ -156,7 +156,7 @@ def test_data_writer_writes_what_the_configs_name(project: Path) -> None:
     assert type(model).__name__ == "SGDClassifier"
     assert model.loss == "log_loss"
     assert list(model.classes_) == list(range(10))
-    assert prepare(RunSettings(sweep=project / "sweep.yml"))[0].trial_count() == 75
+    assert prepare(RunSettings(sweep=project / "sweep.yml")).spec.space.grid_size() == 75
 
 
 def test_data_writer_is_seeded(tmp_path: Path) -> None:
