@@ -26,6 +26,7 @@ import numpy.typing as npt
 import polars as pl
 
 from seel.errors import RunDirError
+from seel.loadflag import timeouts_track_load
 from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Status
 from seel.render.best import lower_is_better
@@ -367,6 +368,13 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
         ):
             counts = {str(s): int(n) for s, n in group.group_by("status").len().iter_rows()}
             report.rates.append(Rates(parameter, value[0], group.height, counts))
+    if "machine_load" in df.columns:
+        loads = df.group_by("trial_id", maintain_order=True).agg(pl.col("machine_load").first())
+        flag = timeouts_track_load(
+            per_trial["status"].to_list(), loads["machine_load"].cast(pl.Float64).to_list()
+        )
+        if flag is not None:
+            report.flags.append(flag)
     report.best = _best(df.filter(pl.col("status") == Status.OK), parameters, metrics)
     return report
 

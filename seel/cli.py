@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -69,6 +69,16 @@ def _port_range(text: str | None) -> tuple[int, int] | None:
         return parse_port_range(text)
     except ValueError as exc:
         raise _fail(f"--port-range: {exc}") from None
+
+
+def _parallel(text: str | None) -> int | Literal["auto"] | None:
+    if text is None:
+        return None
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise _fail(f"--parallel: expected auto or a number >= 1, got {text!r}")
+    return int(text)
 
 
 OverridesArg = Annotated[
@@ -138,12 +148,12 @@ def run(
     sweep: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
     overrides: OverridesArg = None,
     parallel: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--parallel",
             "-j",
-            min=1,
-            help="Trials at once [default: what the engine and cores allow].",
+            help="Trials at once: a number, or auto (as many as the machine holds without "
+            "slowing them) [default: the sweep's parallel:, else auto].",
         ),
     ] = None,
     out: Annotated[
@@ -200,7 +210,7 @@ def run(
         sweep=sweep,
         overrides=tuple(overrides or ()),
         out=out,
-        parallel=parallel,
+        parallel=_parallel(parallel),
         port_range=_port_range(port_range),
         retries=retries,
         python=python,

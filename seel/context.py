@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from seel.capacity import LoadMeter
 from seel.engine import Engine
 from seel.events import Event
 from seel.forkserver import ForkServer
@@ -41,6 +42,7 @@ class TrialContext:
     processes: ProcessLedger
     forkserver: Callable[[], Awaitable[ForkServer | None]]
     stop_grace_s: float | None = None
+    meter: LoadMeter | None = None  # measures each trial's processes and the machine's load
 
     @property
     def engine(self) -> Engine:
@@ -74,6 +76,7 @@ class Machine:
             RUN_ENV: run_id,
         }
         self._forkserver: asyncio.Future[ForkServer | None] | None = None
+        self.meter = LoadMeter()
 
     def context(self, emit: Callable[[Event], None]) -> TrialContext:
         """A context for trials on this machine whose events go to `emit`."""
@@ -86,6 +89,7 @@ class Machine:
             processes=self.processes,
             forkserver=self.forkserver,
             stop_grace_s=self.stop_grace_s,
+            meter=self.meter,
         )
 
     async def forkserver(self) -> ForkServer | None:
@@ -115,6 +119,7 @@ class Machine:
     async def aclose(self) -> None:
         """Stop what the machine keeps between trials (the fork server); close its ledger."""
         starting, self._forkserver = self._forkserver, None
+        await self.meter.aclose()
         try:
             if starting is None:
                 return

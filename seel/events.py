@@ -25,6 +25,7 @@ class SweepStarted:
     parallel: int
     parameters: dict[str, list[Any]]  # a grid's values, or the bounds of a range a search samples
     budget: bool = False  # trial_count is a search's budget, not the size of a grid
+    auto: bool = False  # `parallel` is a cap: SEEL starts trials as the machine's load allows
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ class Outcome:
     parties: tuple[PartyResult, ...]
     ports: tuple[int, ...]
     retryable: bool = False
+    # measured as it ran (seel/capacity.py); None when not measured
+    machine_load: float | None = None  # the machine's mean busy fraction, 0-1
+    cpu_s: float | None = None  # CPU seconds of the trial's processes
+    peak_rss_mb: float | None = None  # their largest resident memory at once
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ledger's line)."""

@@ -29,6 +29,11 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "aggregator_exit",
     "party",
     "party_exit",
+    # measured as the trial ran (seel/capacity.py): the machine's mean busy fraction, the
+    # trial's CPU seconds and its processes' largest resident memory at once
+    "machine_load",
+    "cpu_s",
+    "peak_rss_mb",
 )
 DURATION_PREFIX = "duration."
 
@@ -65,6 +70,9 @@ def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "rounds_completed": doc["rounds_completed"],
         "final_global_acc": number(accuracies[-1]),
         "aggregator_exit": doc["aggregator_exit"],
+        "machine_load": doc.get("machine_load"),
+        "cpu_s": doc.get("cpu_s"),
+        "peak_rss_mb": doc.get("peak_rss_mb"),
     }
     parties = doc.get("parties") or []
     if not parties:

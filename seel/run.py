@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from seel.capacity import AutoParallel, LoadMeter
 from seel.context import Machine
 from seel.engine import Engine, load_engine
 from seel.events import Event, Sink, SweepFinished, SweepStarted, isolated
@@ -36,7 +38,7 @@ class RunSettings:
     sweep: Path
     overrides: tuple[str, ...] = ()
     out: Path | None = None
-    parallel: int | None = None
+    parallel: int | Literal["auto"] | None = None  # None: the sweep's `parallel:`, else auto
     port_range: tuple[int, int] | None = None
     retries: int = 2
     python: str | None = None
@@ -88,10 +90,22 @@ def local_runner(
     return LocalRunner(machine, emit)
 
 
+AUTO_CAP = 64  # trials at once under --parallel auto, whatever the load allows
+
+
 def default_parallel(engine: Engine) -> int:
     """What the engine and the cores allow."""
     cores = os.cpu_count() or 1
     return min(cores, engine.max_parallel) if engine.max_parallel else cores
+
+
+def parallelism(settings: RunSettings, plan: Plan) -> tuple[int, AutoParallel | None]:
+    """Trials at once: a fixed number, or a cap and the policy that decides each start."""
+    chosen = settings.parallel if settings.parallel is not None else plan.spec.parallel
+    if isinstance(chosen, int):
+        return chosen, None
+    cap = min(AUTO_CAP, plan.engine.max_parallel or AUTO_CAP)
+    return cap, AutoParallel(LoadMeter())
 
 
 def default_out(spec: SweepSpec) -> Path:
@@ -150,7 +164,7 @@ async def run_sweep(
     plan = plan or prepare(settings)
     spec = plan.spec
     out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory
-    parallel = settings.parallel or spec.parallel or default_parallel(plan.engine)
+    parallel, auto = parallelism(settings, plan)
     run_dir = RunDir(out, spec.fingerprint())
     result = RunResult(run_dir=out, tally=Tally())
     started = time.monotonic()
@@ -172,6 +186,7 @@ async def run_sweep(
                 parallel=parallel,
                 parameters=_axes(plan),
                 budget=manifest.budget,
+                auto=auto is not None,
             )
         )
         scheduler = Scheduler(
@@ -181,15 +196,20 @@ async def run_sweep(
             record=run_dir.record,
             sink=sink,
             fail_fast=None if settings.keep_going else FailFast(),
+            auto=auto,
         )
         result.tally = scheduler.tally
         where = runner(plan, run_dir, manifest.run_id, scheduler.emit, settings)
+        if auto is not None:
+            auto.meter.start()
         try:
             await scheduler.run(where)
         except asyncio.CancelledError:
             result.interrupted = True
         finally:
             await where.aclose()
+            if auto is not None:
+                await auto.meter.aclose()
         result.results = run_dir.compact()
         sink.emit(
             SweepFinished(

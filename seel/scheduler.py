@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from seel.capacity import AutoParallel
 from seel.events import Event, RoundFinished, Sink, TrialFinished, TrialStarted
 from seel.failfast import FailFast
 from seel.outcome import Outcome, Status
@@ -78,6 +79,7 @@ class Scheduler:
         record: Callable[[Outcome], None],
         sink: Sink,
         fail_fast: FailFast | None = None,
+        auto: AutoParallel | None = None,
     ) -> None:
         self.source = source
         self.runner: Runner | None = None
@@ -86,6 +88,7 @@ class Scheduler:
         self.record = record
         self.sink = sink
         self.fail_fast = fail_fast
+        self.auto = auto  # with it, `parallel` is a cap and it decides each start
         self.tally = Tally()
 
     def emit(self, event: Event) -> None:
@@ -98,6 +101,8 @@ class Scheduler:
     def _finish(self, outcome: Outcome) -> None:
         self.record(outcome)
         self.source.tell(outcome)
+        if self.auto is not None:
+            self.auto.learn(outcome.cpu_s, outcome.elapsed_s, outcome.peak_rss_mb)
         self.tally.by_status[str(outcome.status)] += 1
         if outcome.retryable:
             self.tally.infrastructure_failures += 1
@@ -116,7 +121,7 @@ class Scheduler:
                 if self.tally.stopped is not None:
                     await self._stop(running)
                     return self.tally
-                while len(running) < self.parallel:
+                while len(running) < self.parallel and self._may_start(len(running)):
                     if retry:
                         trial, attempt = retry.popleft()
                     else:
@@ -128,9 +133,11 @@ class Scheduler:
                         TrialStarted(trial.trial_id, dict(trial.params), trial.repeat, attempt)
                     )
                     running[asyncio.create_task(runner.run(trial, attempt))] = (trial, attempt)
+                    if self.auto is not None:
+                        self.auto.started()
                 if not running:
                     return self.tally
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                done = await self._wait(running)
                 for task in done:
                     trial, attempt = running.pop(task)
                     outcome = task.result()
@@ -145,6 +152,24 @@ class Scheduler:
             # the loop. Each is stopped, and recorded if it still can be.
             await self._stop(running)
             raise
+
+    def _may_start(self, running: int) -> bool:
+        return self.auto is None or self.auto.may_start(running)
+
+    async def _wait(
+        self, running: dict[asyncio.Task[Outcome], tuple[TrialSpec, int]]
+    ) -> set[asyncio.Task[Outcome]]:
+        """The trials that finished; with `auto`, also back after its next load sample."""
+        if self.auto is None:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            return done
+        self.auto.changed.clear()
+        tick = asyncio.ensure_future(self.auto.changed.wait())
+        try:
+            finished, _ = await asyncio.wait([*running, tick], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tick.cancel()
+        return {task for task in running if task in finished}
 
     async def _stop(self, running: dict[asyncio.Task[Outcome], tuple[TrialSpec, int]]) -> None:
         """Stop every running trial and record what each returns (interrupted: run on resume)."""

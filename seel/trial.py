@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from seel.capacity import with_usage
 from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
 from seel.context import Machine, TrialContext
 from seel.engine import Engine, Failure, Step
@@ -57,8 +58,13 @@ async def run_trial(
     """Run one trial to its outcome; never raises for anything the trial did.
 
     Setting `halt` ends the trial at once with its status and reason, down the stop ladder.
+    With a meter, the outcome says what the trial used and how loaded the machine was.
     """
-    return await _TrialRun(ctx, trial, attempt, halt).run()
+    if ctx.meter is None:
+        return await _TrialRun(ctx, trial, attempt, halt).run()
+    ctx.meter.trial_started(trial.trial_id)
+    outcome = await _TrialRun(ctx, trial, attempt, halt).run()
+    return with_usage(outcome, ctx.meter.trial_finished(trial.trial_id))
 
 
 class LocalRunner:
@@ -179,6 +185,8 @@ class _TrialRun:
         )
         self.children.append(child)
         self.ctx.processes.spawned(self.trial.trial_id, name, child.pid, child.pgid)
+        if self.ctx.meter is not None:
+            self.ctx.meter.spawned(self.trial.trial_id, child.pid)
         child.exited.add_done_callback(lambda _: self._on_exit(child))
         return child
 
@@ -322,6 +330,8 @@ class _TrialRun:
                 else None
             )
             await child.stop(line, grace, term)
+            if self.ctx.meter is not None:  # a forked child is a zombie until closed: all its CPU
+                self.ctx.meter.measure(self.trial.trial_id)
             child.close()
             self.ctx.processes.reaped(child.pid)
 

@@ -57,6 +57,7 @@ class JsonLinesSink:
                     "trial_count": event.trial_count,
                     "pending": event.pending,
                     "parallel": event.parallel,
+                    "auto": event.auto,
                     "parameters": event.parameters,
                     "budget": event.budget,
                 },

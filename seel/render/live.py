@@ -70,6 +70,7 @@ class _State:
     total: int = 0
     pending: int = 0
     parallel: int = 1
+    auto: bool = False
     parameters: dict[str, list[Any]] = field(default_factory=dict)
     budget: bool = False
     running: dict[str, _Running] = field(default_factory=dict)
@@ -123,6 +124,7 @@ class LiveSink:
         if isinstance(event, SweepStarted):
             s.sweep, s.engine, s.run_dir = event.sweep, event.engine, event.run_dir
             s.total, s.pending, s.parallel = event.trial_count, event.pending, event.parallel
+            s.auto = event.auto
             s.parameters, s.budget = event.parameters, event.budget
             s.started = time.monotonic()
         elif isinstance(event, TrialStarted):
@@ -195,7 +197,7 @@ class LiveSink:
             ("seel ", "bold"),
             (s.sweep, "bold cyan"),
             f"  engine {s.engine}  ·  {s.total} trials{' (budget)' if s.budget else ''}"
-            f"  ·  {s.parallel} at a time  ·  ",
+            f"  ·  {'up to ' if s.auto else ''}{s.parallel} at a time  ·  ",
             (s.run_dir, "dim"),
         )
 

@@ -8,6 +8,12 @@ from seel.events import Event, SearchProgress, SweepFinished, SweepStarted, Tria
 from seel.render.text import short_name, value_text
 
 
+def _at_a_time(event: SweepStarted) -> str:
+    if event.auto:
+        return f"as many at a time as the machine holds (up to {event.parallel})"
+    return f"{event.parallel} at a time"
+
+
 class PlainSink:
     """Writes a header, a line per finished trial and a summary."""
 
@@ -51,7 +57,7 @@ class PlainSink:
             )
             self._print(
                 f"sweep {event.sweep}: {event.trial_count} trials{resumed} on engine {event.engine}, "
-                f"{event.parallel} at a time -> {event.run_dir}"
+                f"{_at_a_time(event)} -> {event.run_dir}"
             )
         elif isinstance(event, TrialFinished):
             o = event.outcome

@@ -1,0 +1,253 @@
+"""How many trials the machine holds without disturbing them (`--parallel auto`), and how loaded
+it was while each trial ran.
+
+Running more trials than the cores can serve slows every trial's phases, and on timing-sensitive
+parameters (a round's `max_timeout`, a quorum) SEEL's own load would turn into timeouts that the
+parameters did not cause. So:
+
+1. `LoadMeter` samples the machine's CPU use (all processes, SEEL's and anyone else's) and free
+   memory every `tick_s`, and the CPU time and resident memory of each trial's processes (told to
+   it as they are spawned; the machine the trials run on has one). A trial's record gets
+   `machine_load` (the machine's mean busy fraction while it ran, 0-1), `cpu_s` and `peak_rss_mb`.
+2. `AutoParallel` (the scheduler's) keeps the machine below `target` busy: from finished trials
+   it learns what one trial costs (CPU-s per second of its life, and its peak memory), and allows
+   as many trials as fit in what the rest of the machine leaves of `target`. When others fill the
+   machine, SEEL still takes `min_share` of it (a sweep must progress; its trials' records say
+   how loaded the machine was, and `seel report` warns when timeouts track that). Before the
+   first trial has finished it probes: one more trial each `settle_s` while the machine is below
+   `probe_below` busy. Starts are spaced by `stagger_s`, so that start-up bursts do not pile up;
+   memory is kept for everyone else; at least one trial runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import psutil
+
+from seel.outcome import Outcome
+
+TICK_S = 0.25
+
+
+@dataclass
+class _Trial:
+    started: float
+    pids: set[int] = field(default_factory=set)
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)
+    rss_by_pid: dict[int, float] = field(default_factory=dict)
+    peak_rss: float = 0.0
+    load_sum: float = 0.0
+    load_n: int = 0
+
+
+@dataclass(frozen=True)
+class TrialUsage:
+    """What one trial used, and how loaded the machine was meanwhile."""
+
+    machine_load: float | None  # mean busy fraction of all cores while it ran
+    cpu_s: float  # CPU seconds of its processes
+    peak_rss_mb: float  # the largest total resident memory of its processes at once
+    elapsed_s: float
+
+
+def with_usage(outcome: Outcome, usage: TrialUsage | None) -> Outcome:
+    """The outcome with what its trial used recorded (as it is, when it was not measured)."""
+    if usage is None:
+        return outcome
+    return replace(
+        outcome,
+        machine_load=None if usage.machine_load is None else round(usage.machine_load, 3),
+        cpu_s=round(usage.cpu_s, 3),
+        peak_rss_mb=round(usage.peak_rss_mb, 1),
+    )
+
+
+class LoadMeter:
+    """Samples machine load and each trial's processes; see the module."""
+
+    def __init__(self, tick_s: float = TICK_S, cpu_count: int | None = None) -> None:
+        self.tick_s = tick_s
+        self.cores = cpu_count or os.cpu_count() or 1
+        self.load = 1.0  # busy fraction of all cores over the last tick (busy until measured)
+        self.recent: deque[float] = deque(maxlen=max(1, round(1.0 / tick_s)))  # the last second
+        self.available_mb = psutil.virtual_memory().available / 2**20
+        self._trials: dict[str, _Trial] = {}
+        self._last_cpu = psutil.cpu_times()
+        self._task: asyncio.Task[None] | None = None
+        self.on_tick: list[Callable[[], None]] = []
+
+    # -- what the runner tells it ---------------------------------------------------------
+
+    def trial_started(self, trial_id: str) -> None:
+        self.start()
+        self._trials[trial_id] = _Trial(time.monotonic())
+
+    def spawned(self, trial_id: str, pid: int) -> None:
+        trial = self._trials.get(trial_id)
+        if trial is not None:
+            trial.pids.add(pid)
+            self._sample_trial(trial)
+
+    def measure(self, trial_id: str) -> None:
+        """Sample a trial's processes now (before they are reaped)."""
+        trial = self._trials.get(trial_id)
+        if trial is not None:
+            self._sample_trial(trial)
+
+    def trial_finished(self, trial_id: str) -> TrialUsage | None:
+        trial = self._trials.pop(trial_id, None)
+        if trial is None:
+            return None
+        self._sample_trial(trial)
+        return TrialUsage(
+            machine_load=trial.load_sum / trial.load_n if trial.load_n else None,
+            cpu_s=sum(trial.cpu_by_pid.values()),
+            peak_rss_mb=trial.peak_rss / 2**20,
+            elapsed_s=time.monotonic() - trial.started,
+        )
+
+    # -- sampling -------------------------------------------------------------------------
+
+    @staticmethod
+    def _process_cpu(pid: int) -> tuple[float, float] | None:
+        """(CPU seconds including reaped children, resident bytes) of a live process."""
+        try:
+            proc = psutil.Process(pid)
+            t = proc.cpu_times()  # a zombie still has its times
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+        try:
+            rss = float(proc.memory_info().rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            rss = 0.0
+        return t.user + t.system + t.children_user + t.children_system, rss
+
+    def _sample_trial(self, trial: _Trial) -> None:
+        for pid in list(trial.pids):
+            seen = self._process_cpu(pid)
+            if seen is None:
+                trial.pids.discard(pid)  # gone: its last sample stands
+                trial.rss_by_pid.pop(pid, None)
+                continue
+            cpu, rss = seen
+            trial.cpu_by_pid[pid] = max(cpu, trial.cpu_by_pid.get(pid, 0.0))
+            trial.rss_by_pid[pid] = rss
+        trial.peak_rss = max(trial.peak_rss, sum(trial.rss_by_pid.values()))
+
+    def sample(self) -> None:
+        """One tick: the machine's load over the last tick, then every running trial."""
+        now_cpu = psutil.cpu_times()
+        total = sum(now_cpu) - sum(self._last_cpu)
+        idle = (now_cpu.idle + getattr(now_cpu, "iowait", 0.0)) - (
+            self._last_cpu.idle + getattr(self._last_cpu, "iowait", 0.0)
+        )
+        self._last_cpu = now_cpu
+        if total > 0:
+            self.load = min(1.0, max(0.0, 1.0 - idle / total))
+            self.recent.append(self.load)
+        self.available_mb = psutil.virtual_memory().available / 2**20
+        for trial in self._trials.values():
+            self._sample_trial(trial)
+            trial.load_sum += self.load
+            trial.load_n += 1
+        for callback in self.on_tick:
+            callback()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self.sample()
+
+    def start(self) -> None:
+        """Sample every tick from now until `aclose`."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def busy(self) -> float:
+        """The machine's busy fraction over the last second."""
+        return sum(self.recent) / len(self.recent) if self.recent else self.load
+
+
+class AutoParallel:
+    """Decides how many trials may run at once; see the module."""
+
+    def __init__(
+        self,
+        meter: LoadMeter,
+        *,
+        cap: int = 64,
+        target: float = 0.75,
+        min_share: float = 0.25,
+        probe_below: float = 0.5,
+        settle_s: float = 2.0,
+        stagger_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.meter = meter
+        self.cap = max(1, cap)
+        self.target = target
+        self.min_share = min_share
+        self.probe_below = probe_below
+        self.settle_s = settle_s
+        self.stagger_s = stagger_s
+        self.clock = clock
+        self.rates: deque[float] = deque(maxlen=20)  # cores one trial keeps busy, on average
+        self.peaks_mb: deque[float] = deque(maxlen=20)
+        self.probe_limit = 1
+        self._last_start = -math.inf
+        self._last_probe = -math.inf
+        self.changed = asyncio.Event()
+        meter.on_tick.append(self.changed.set)
+
+    def learn(self, cpu_s: float | None, elapsed_s: float, peak_rss_mb: float | None) -> None:
+        """Take what a finished trial cost (nothing if it was not measured)."""
+        if cpu_s is not None and elapsed_s > 0:
+            self.rates.append(cpu_s / elapsed_s)
+        if peak_rss_mb is not None:
+            self.peaks_mb.append(peak_rss_mb)
+
+    def model_limit(self, running: int) -> int:
+        """How many trials fit beside the rest of the machine's load, from what trials cost."""
+        if not self.rates:
+            now = self.clock()
+            if running >= self.probe_limit and now - self._last_probe >= self.settle_s:
+                if self.meter.busy < self.probe_below:
+                    self.probe_limit = running + 1
+                    self._last_probe = now
+            return min(self.cap, self.probe_limit)
+        rate = max(statistics.median(self.rates), 0.01)
+        others = max(0.0, self.meter.busy * self.meter.cores - running * rate)
+        budget = max(self.target * self.meter.cores - others, self.min_share * self.meter.cores)
+        fit = math.floor(budget / rate)
+        if self.peaks_mb:
+            spare = self.meter.available_mb - 512.0  # keep half a gigabyte for everyone else
+            fit = min(fit, running + math.floor(spare / max(max(self.peaks_mb), 1.0)))
+        return max(1, min(self.cap, fit))
+
+    def may_start(self, running: int) -> bool:
+        """Whether one more trial may start now, with `running` running."""
+        if running == 0:
+            return True
+        if running >= self.model_limit(running):
+            return False
+        return self.clock() - self._last_start >= self.stagger_s
+
+    def started(self) -> None:
+        self._last_start = self.clock()

@@ -1,0 +1,306 @@
+"""`--parallel auto`: each trial's CPU and memory measured as it runs (fake children whose CPU use
+is known), the policy that keeps the machine below saturation, the scheduler consulting it, and
+the report's warning when timeouts track load."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from seel.capacity import AutoParallel, LoadMeter, TrialUsage, with_usage
+from seel.grid import GridSource
+from seel.loadflag import timeouts_track_load
+from seel.outcome import Outcome, Status
+from seel.results import TRIAL_COLUMNS, is_metric_column, result_rows
+from seel.scheduler import Scheduler
+from seel.space import TrialSpec
+from tests.test_scheduler import Events, outcome, trials
+
+BURNER = Path(__file__).parent / "children" / "burner.py"
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def burn(seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(BURNER), "--cpu", str(seconds)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("burned")
+    return proc
+
+
+def finish(proc: subprocess.Popen[str]) -> None:
+    proc.communicate("\n", timeout=30)  # closes its pipes and waits for it
+
+
+async def test_meter_measures_each_trials_cpu_and_memory() -> None:
+    meter = LoadMeter(tick_s=0.05)
+    meter.trial_started("a")
+    meter.trial_started("b")
+    heavy, light = burn(0.6), burn(0.1)
+    try:
+        meter.spawned("a", heavy.pid)
+        meter.spawned("b", light.pid)
+        meter.measure("a")
+        meter.measure("b")
+    finally:
+        finish(heavy)
+        finish(light)
+        await meter.aclose()
+    a, b = meter.trial_finished("a"), meter.trial_finished("b")
+    assert a is not None and b is not None
+    # what each burned, plus the interpreter's start-up (well under half a second)
+    assert 0.6 <= a.cpu_s < 0.6 + 0.5
+    assert 0.1 <= b.cpu_s < 0.1 + 0.5
+    assert a.cpu_s > b.cpu_s
+    assert 1 < a.peak_rss_mb < 500  # a Python process's resident memory
+    assert meter.trial_finished("a") is None  # told once
+
+
+async def test_meter_keeps_the_last_sample_of_a_process_that_is_gone() -> None:
+    meter = LoadMeter(tick_s=0.05)
+    meter.trial_started("t")
+    proc = burn(0.3)
+    meter.spawned("t", proc.pid)
+    meter.measure("t")
+    finish(proc)
+    meter.measure("t")  # gone now: its last sample stands
+    usage = meter.trial_finished("t")
+    await meter.aclose()
+    assert usage is not None and usage.cpu_s >= 0.3
+
+
+async def test_meter_records_the_machines_load_while_a_trial_runs() -> None:
+    meter = LoadMeter(tick_s=0.02)
+    meter.trial_started("t")  # starts sampling
+    proc = burn(0.3)  # keeps a core busy for a while: some ticks pass
+    finish(proc)
+    while meter.recent.maxlen and len(meter.recent) < 2:
+        await asyncio.sleep(0.02)
+    usage = meter.trial_finished("t")
+    await meter.aclose()
+    assert usage is not None and usage.machine_load is not None
+    assert 0.0 <= usage.machine_load <= 1.0
+    assert 0.0 <= meter.busy <= 1.0
+
+
+def test_usage_lands_in_the_outcome() -> None:
+    trial = TrialSpec(trial_id="t00000", index=0, params={}, repeat=0, seed=0)
+    base = outcome(trial, Status.OK, 1)
+    assert with_usage(base, None) is base
+    done = with_usage(base, TrialUsage(0.51234, 1.23456, 99.987, 3.0))
+    assert (done.machine_load, done.cpu_s, done.peak_rss_mb) == (0.512, 1.235, 100.0)
+    doc = done.to_json()
+    assert (doc["machine_load"], doc["cpu_s"], doc["peak_rss_mb"]) == (0.512, 1.235, 100.0)
+    [row] = result_rows(doc)
+    assert (row["machine_load"], row["cpu_s"], row["peak_rss_mb"]) == (0.512, 1.235, 100.0)
+    old = base.to_json()
+    for key in ("machine_load", "cpu_s", "peak_rss_mb"):
+        del old[key]
+    [row] = result_rows(old)  # a ledger written before these columns still reads
+    assert (row["machine_load"], row["cpu_s"], row["peak_rss_mb"]) == (None, None, None)
+    for column in ("machine_load", "cpu_s", "peak_rss_mb"):  # trial columns, never metrics
+        assert column in TRIAL_COLUMNS and not is_metric_column(column, [])
+
+
+# -- the policy -----------------------------------------------------------------------------
+
+
+class FakeMeter:
+    """A machine whose load and memory the test sets."""
+
+    def __init__(self, cores: int = 2, busy: float = 0.0, available_mb: float = 16_000) -> None:
+        self.cores = cores
+        self.busy = busy
+        self.available_mb = available_mb
+        self.on_tick: list[object] = []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def policy(meter: FakeMeter, **kw: float) -> tuple[AutoParallel, Clock]:
+    clock = Clock()
+    return AutoParallel(meter, clock=clock, **kw), clock  # type: ignore[arg-type]
+
+
+def admitted(auto: AutoParallel, clock: Clock, most: int = 200) -> int:
+    """How many trials it lets start, one per stagger, with none finishing."""
+    running = 0
+    while running < most and auto.may_start(running):
+        auto.started()
+        running += 1
+        clock.now += auto.stagger_s
+    return running
+
+
+async def test_the_first_trial_always_starts_then_it_probes_while_the_machine_is_idle() -> None:
+    auto, clock = policy(FakeMeter(busy=0.9))
+    assert auto.may_start(0)
+    auto.started()
+    clock.now += 10
+    assert not auto.may_start(1)  # busy: no probing
+    auto.meter.busy = 0.1  # type: ignore[misc]
+    assert auto.may_start(1)  # one more after settle_s
+    auto.started()
+    assert not auto.may_start(2)  # not again until it has settled
+    clock.now += auto.settle_s
+    assert auto.may_start(2)
+
+
+async def test_trials_fit_in_what_the_machine_leaves_of_the_target() -> None:
+    auto, clock = policy(FakeMeter(cores=2, busy=0.0), target=0.75)
+    auto.learn(cpu_s=1.0, elapsed_s=10.0, peak_rss_mb=100)  # a trial keeps 0.1 core busy
+    assert auto.model_limit(0) == 15  # 0.75 x 2 cores / 0.1
+    assert admitted(auto, clock) == 15
+
+
+async def test_others_load_leaves_less_room_but_never_below_the_minimum_share() -> None:
+    auto, _ = policy(FakeMeter(cores=2, busy=0.5), target=0.75, min_share=0.25)
+    auto.learn(cpu_s=1.0, elapsed_s=10.0, peak_rss_mb=100)
+    assert auto.model_limit(0) == 5  # others use 1 core: 0.5 core left for 0.1-core trials
+    auto.meter.busy = 1.0  # type: ignore[misc]
+    assert auto.model_limit(0) == 5  # saturated by others: the minimum share, 0.5 core
+    auto.learn(cpu_s=20.0, elapsed_s=10.0, peak_rss_mb=100)
+    auto.learn(cpu_s=20.0, elapsed_s=10.0, peak_rss_mb=100)  # now a trial takes two cores
+    assert auto.model_limit(0) == 1  # at least one runs
+
+
+async def test_memory_bounds_it() -> None:
+    auto, _ = policy(FakeMeter(cores=64, busy=0.0, available_mb=512 + 1000))
+    auto.learn(cpu_s=0.1, elapsed_s=10.0, peak_rss_mb=250)
+    assert auto.model_limit(3) == 3 + 4  # 1,000 MB to spare, 250 MB a trial
+
+
+async def test_the_cap_bounds_it_and_starts_are_staggered() -> None:
+    auto, clock = policy(FakeMeter(cores=64), cap=6)
+    auto.learn(cpu_s=0.01, elapsed_s=10.0, peak_rss_mb=10)
+    assert auto.may_start(0)
+    auto.started()
+    assert not auto.may_start(1)  # too soon after the last start
+    clock.now += auto.stagger_s
+    assert auto.may_start(1)
+    assert admitted(auto, clock) == 6
+
+
+# -- the scheduler consults it --------------------------------------------------------------
+
+
+class CostlyRunner:
+    """Trials that report a known CPU cost; they finish when the test opens the gate."""
+
+    def __init__(self, cpu_s: float, elapsed_s: float) -> None:
+        self.cpu_s, self.elapsed_s = cpu_s, elapsed_s
+        self.active = self.max_active = 0
+        self.gate = asyncio.Event()
+        self.first_done = False
+
+    def stop(self, trial_id: str, status: Status, reason: str) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.first_done:
+                await self.gate.wait()
+            self.first_done = True
+            return replace(
+                outcome(trial, Status.OK, attempt),
+                cpu_s=self.cpu_s, elapsed_s=self.elapsed_s, peak_rss_mb=50.0,
+            )
+        finally:
+            self.active -= 1
+
+
+async def test_scheduler_runs_as_many_as_the_policy_allows() -> None:
+    auto = AutoParallel(FakeMeter(cores=2, busy=0.0), stagger_s=0.0, target=0.75)  # type: ignore[arg-type]
+    runner, recorded = CostlyRunner(cpu_s=0.5, elapsed_s=10.0), []  # 0.05 core a trial
+    scheduler = Scheduler(
+        GridSource(trials(100), 100, set()), parallel=64, retries=0,
+        record=recorded.append, sink=Events(), auto=auto,
+    )
+    task = asyncio.create_task(scheduler.run(runner))
+    while runner.active < 30:  # 0.75 x 2 / 0.05 = 30 once the first trial has taught it
+        await asyncio.sleep(0)
+    auto.changed.set()  # a load sample: it looks again
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert runner.max_active == 30
+    runner.gate.set()
+    await task
+    assert len(recorded) == 100
+    assert runner.max_active == 30
+
+
+async def test_a_load_sample_wakes_the_scheduler_to_start_more() -> None:
+    meter = FakeMeter(cores=2, busy=0.9)
+    auto = AutoParallel(meter, stagger_s=0.0, settle_s=0.0)  # type: ignore[arg-type]
+    gate = asyncio.Event()
+
+    class Waiting(CostlyRunner):
+        async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            await gate.wait()
+            self.active -= 1
+            return outcome(trial, Status.OK, attempt)
+
+    runner = Waiting(0.0, 1.0)
+    scheduler = Scheduler(
+        GridSource(trials(3), 3, set()), parallel=8, retries=0, record=lambda o: None,
+        sink=Events(), auto=auto,
+    )
+    task = asyncio.create_task(scheduler.run(runner))
+    while runner.active < 1:
+        await asyncio.sleep(0)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert runner.active == 1  # busy machine, nothing learned: one at a time
+    meter.busy = 0.1
+    auto.changed.set()  # the meter's next tick
+    while runner.active < 2:
+        await asyncio.sleep(0)
+    gate.set()
+    await task
+
+
+# -- the report's warning -------------------------------------------------------------------
+
+
+def test_timeouts_that_track_load_are_flagged() -> None:
+    statuses = ["timeout"] * 4 + ["ok"] * 8
+    loads = [0.95, 0.97, 0.9, 0.99] + [0.3, 0.4, 0.35, 0.5, 0.45, 0.3, 0.6, 0.4]
+    flag = timeouts_track_load(statuses, loads)
+    assert flag is not None and flag.startswith("timeouts track machine load: the 4 timeouts")
+    assert "--parallel" in flag
+
+
+@pytest.mark.parametrize(
+    ("statuses", "loads"),
+    [
+        (["timeout"] * 4 + ["ok"] * 8, [0.5] * 12),  # same load
+        (["timeout"] * 4 + ["ok"] * 8, [0.3, 0.4, 0.35, 0.5] + [0.95] * 8),  # the other way
+        (["timeout"] * 2 + ["ok"] * 8, [0.99, 0.99] + [0.1] * 8),  # too few timeouts
+        (["timeout"] * 4 + ["ok"] * 4, [0.9] * 4 + [None] * 4),  # the others not measured
+        (["ok"] * 12, [0.1 * i for i in range(12)]),
+    ],
+)
+def test_no_flag_without_a_clear_link(statuses: list[str], loads: list[float | None]) -> None:
+    assert timeouts_track_load(statuses, loads) is None
