@@ -80,11 +80,12 @@ async def test_meter_keeps_the_last_sample_of_a_process_that_is_gone() -> None:
 
 async def test_meter_records_the_machines_load_while_a_trial_runs() -> None:
     meter = LoadMeter(tick_s=0.02)
+    ticks: list[None] = []
+    two_ticks = asyncio.Event()
+    meter.on_tick.append(lambda: (ticks.append(None), len(ticks) >= 2 and two_ticks.set()))
     meter.trial_started("t")  # starts sampling
-    proc = burn(0.3)  # keeps a core busy for a while: some ticks pass
-    finish(proc)
-    while meter.recent.maxlen and len(meter.recent) < 2:
-        await asyncio.sleep(0.02)
+    finish(burn(0.1))
+    await two_ticks.wait()
     usage = meter.trial_finished("t")
     await meter.aclose()
     assert usage is not None and usage.machine_load is not None
@@ -207,6 +208,21 @@ class CostlyRunner:
         self.active = self.max_active = 0
         self.gate = asyncio.Event()
         self.first_done = False
+        self._reached: dict[int, asyncio.Event] = {}
+
+    def _count(self, step: int) -> None:
+        self.active += step
+        self.max_active = max(self.max_active, self.active)
+        for n, event in self._reached.items():
+            if self.active >= n:
+                event.set()
+
+    async def reach(self, n: int) -> None:
+        """Return once `n` trials run at once."""
+        event = self._reached.setdefault(n, asyncio.Event())
+        if self.active >= n:
+            event.set()
+        await event.wait()
 
     def stop(self, trial_id: str, status: Status, reason: str) -> None:
         pass
@@ -215,8 +231,7 @@ class CostlyRunner:
         pass
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
+        self._count(1)
         try:
             if self.first_done:
                 await self.gate.wait()
@@ -226,7 +241,7 @@ class CostlyRunner:
                 cpu_s=self.cpu_s, elapsed_s=self.elapsed_s, peak_rss_mb=50.0,
             )
         finally:
-            self.active -= 1
+            self._count(-1)
 
 
 async def test_scheduler_runs_as_many_as_the_policy_allows() -> None:
@@ -237,8 +252,7 @@ async def test_scheduler_runs_as_many_as_the_policy_allows() -> None:
         record=recorded.append, sink=Events(), auto=auto,
     )
     task = asyncio.create_task(scheduler.run(runner))
-    while runner.active < 30:  # 0.75 x 2 / 0.05 = 30 once the first trial has taught it
-        await asyncio.sleep(0)
+    await runner.reach(30)  # 0.75 x 2 / 0.05 = 30 once the first trial has taught it
     auto.changed.set()  # a load sample: it looks again
     for _ in range(20):
         await asyncio.sleep(0)
@@ -256,10 +270,9 @@ async def test_a_load_sample_wakes_the_scheduler_to_start_more() -> None:
 
     class Waiting(CostlyRunner):
         async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
+            self._count(1)
             await gate.wait()
-            self.active -= 1
+            self._count(-1)
             return outcome(trial, Status.OK, attempt)
 
     runner = Waiting(0.0, 1.0)
@@ -268,15 +281,13 @@ async def test_a_load_sample_wakes_the_scheduler_to_start_more() -> None:
         sink=Events(), auto=auto,
     )
     task = asyncio.create_task(scheduler.run(runner))
-    while runner.active < 1:
-        await asyncio.sleep(0)
+    await runner.reach(1)
     for _ in range(10):
         await asyncio.sleep(0)
     assert runner.active == 1  # busy machine, nothing learned: one at a time
     meter.busy = 0.1
     auto.changed.set()  # the meter's next tick
-    while runner.active < 2:
-        await asyncio.sleep(0)
+    await runner.reach(2)
     gate.set()
     await task
 
@@ -286,7 +297,7 @@ async def test_a_load_sample_wakes_the_scheduler_to_start_more() -> None:
 
 def test_timeouts_that_track_load_are_flagged() -> None:
     statuses = ["timeout"] * 4 + ["ok"] * 8
-    loads = [0.95, 0.97, 0.9, 0.99] + [0.3, 0.4, 0.35, 0.5, 0.45, 0.3, 0.6, 0.4]
+    loads = [0.95, 0.97, 0.9, 0.99, 0.3, 0.4, 0.35, 0.5, 0.45, 0.3, 0.6, 0.4]
     flag = timeouts_track_load(statuses, loads)
     assert flag is not None and flag.startswith("timeouts track machine load: the 4 timeouts")
     assert "--parallel" in flag
