@@ -507,6 +507,13 @@ def init(
         typer.Option("--out", "-o", help="The sweep file to write [default: NAME-sweep.yml]."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="The folder the configs' relative file paths start from (IBM FL's examples: its "
+            "repository) [default: found above CONFIG_DIR].",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Write a starter sweep file from an existing config directory, listing every numeric
@@ -525,7 +532,7 @@ def init(
     if target.exists() and not force:
         raise _fail(f"{target}: exists (use --force to overwrite)")
     with _errors(debug):
-        text = starter_sweep(config_dir, engine, target)
+        text = starter_sweep(config_dir, engine, target, root)
     target.write_text(text)
     print(f"wrote {target}: uncomment the parameters to sweep, then: seel validate {target}")
 

@@ -79,6 +79,14 @@ class Plan:
         for _, target, value in self.spec.fixed:
             self._set(base_agg, base_parties, target, value)
         problem = self._problem(check, base_agg, base_parties)
+        if problem is not None and self.spec.parameters:
+            # The bare configs never run: every trial sets each parameter. A key they name wrongly
+            # that a parameter sets (such as a file path `seel init` points elsewhere) is fine.
+            agg, parties = copy.deepcopy(base_agg), copy.deepcopy(base_parties)
+            for param in self.spec.parameters:
+                self._set(agg, parties, param.target, param.probe_values()[0])
+            if self._problem(check, agg, parties) is None:
+                problem, base_agg, base_parties = None, agg, parties
         if problem is not None:
             raise problem
         for param in self.spec.parameters:

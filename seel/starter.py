@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seel import yamledit
+from seel.engine import Engine, load_engine
 from seel.errors import SpecError
 
 _SKIP_LEAVES = {"port", "party_index", "num_classes"}
@@ -52,11 +53,53 @@ def _candidates(doc: Any, prefix: str) -> list[str]:
     ]
 
 
-def starter_sweep(config_dir: Path, engine: str, out: Path) -> str:
-    """The text of a starter sweep file that will live at `out`."""
+def _find_under(value: str, start: Path, root: Path | None) -> Path | None:
+    """Where a relative path names an existing file: under `root`, else under `start` or one
+    of its parents (IBM FL's example configs name files relative to its repository's root)."""
+    bases = [root] if root is not None else [start, *start.parents]
+    return next((b / value for b in bases if (b / value).is_file()), None)
+
+
+def _file_lines(
+    engine: Engine, paths: list[Path], docs: list[Any], root: Path | None
+) -> tuple[list[str], list[str]]:
+    """Single-value parameters that point the engine at the files the configs name, where they
+    name them relative to somewhere else than the engine looks; and notes on files not found."""
+    fixes: list[str] = []
+    notes: list[str] = []
+    procs = [engine.aggregator] + [engine.party] * (len(docs) - 1)
+    cwd = paths[0].parent.resolve()
+    for i, (path, doc, proc) in enumerate(zip(paths, docs, procs, strict=True)):
+        prefix = "" if i == 0 else f"party[{i - 1}]."
+        for key in proc.file_keys:
+            value = yamledit.get_path(doc, key) if yamledit.has_path(doc, key) else None
+            if not isinstance(value, str) or not value or Path(value).is_absolute():
+                continue
+            base = path.parent.resolve() if key in proc.path_keys or engine.cwd != "config" else cwd
+            if (base / value).is_file():
+                continue
+            found = _find_under(value, path.parent.resolve(), root)
+            if found is None:
+                notes.append(f"# {prefix}{key}: {value} not found from {base} (seel init --root)")
+                continue
+            fixes.append(f"  {prefix}{key}: {{values: [{os.path.relpath(found, base)}]}}")
+    return fixes, notes
+
+
+def starter_sweep(config_dir: Path, engine: str, out: Path, root: Path | None = None) -> str:
+    """The text of a starter sweep file that will live at `out`.
+
+    Files the configs name relative to another folder than the engine resolves them against
+    (IBM FL's examples: its repository's root, given as `root` or found above `config_dir`) are
+    pointed at by single-value parameters; the commented timeouts are the engine's own.
+    """
     agg_path, party_paths = find_configs(config_dir)
     agg = yamledit.load_roundtrip(agg_path)
     parties = [yamledit.load_roundtrip(p) for p in party_paths]
+    definition = load_engine(engine, "seel")
+    fixes, notes = _file_lines(
+        definition, [agg_path, *party_paths], [agg, *parties], root.resolve() if root else None
+    )
     rel = Path(os.path.relpath(config_dir.resolve(), out.resolve().parent))
     lines = [
         f"# A starter sweep for {config_dir}, written by `seel init`.",
@@ -69,7 +112,16 @@ def starter_sweep(config_dir: Path, engine: str, out: Path) -> str:
         f"  aggregator: {rel / agg_path.name}",
         "  parties:",
         *(f"    - {rel / p.name}" for p in party_paths),
+        *notes,
         "parameters:",
+        *(
+            [
+                "  # files the configs name relative to another folder, as the engine finds them",
+                *fixes,
+            ]
+            if fixes
+            else []
+        ),
         "  # aggregator",
         *_candidates(agg, ""),
     ]
@@ -91,7 +143,9 @@ def starter_sweep(config_dir: Path, engine: str, out: Path) -> str:
             lines += [f"  # party {i} only", *own]
     lines += [
         "repeats: 1",
-        "# timeouts: {init: 30, start: 15, register: 15, train: 600, eval: 60, stop: 15}",
+        "# timeouts: {"
+        + ", ".join(f"{k}: {v:g}" for k, v in definition.timeouts.items())
+        + "}   # the engine's, per phase, s",
         "",
     ]
     return "\n".join(lines)

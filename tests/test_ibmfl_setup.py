@@ -269,3 +269,70 @@ def test_engines_names_seel_ibmfl_python_when_ibmfl_is_not_found(tmp_path: Path)
     assert any("SEEL_IBMFL_PYTHON" in line for line in ibmfl)
     builtin = next(line for line in result.stdout.splitlines() if line.startswith("builtin"))
     assert "usable: ok" in builtin  # --python is the ibmfl engine's, never the built-in one's
+
+
+# -- seel init on IBM FL's example configs ---------------------------------------------------
+
+
+def ibmfl_example_repo(root: Path) -> Path:
+    """IBM FL's layout: examples/generate_configs.py writes paths relative to the repository."""
+    from seel.ibmfl.make_files import write_files as make
+
+    configs = root / "examples" / "configs" / "iter_avg" / "sklearn"
+    configs.mkdir(parents=True)
+    named = {
+        "config_agg.yml": {"data/mnist.npz": "examples/datasets/mnist.npz"},
+        "config_party0.yml": {
+            "data/data_party0.npz": "examples/data/mnist/random/data_party0.npz",
+            "model_definition: model_architecture.pickle":
+                "model_definition: examples/configs/iter_avg/sklearn/model_architecture.pickle",
+        },
+        "config_party1.yml": {
+            "data/data_party1.npz": "examples/data/mnist/random/data_party1.npz",
+            "model_definition: model_architecture.pickle":
+                "model_definition: examples/configs/iter_avg/sklearn/model_architecture.pickle",
+        },
+    }
+    for name, swaps in named.items():
+        text = (SHIPPED / name).read_text()
+        for old, new in swaps.items():
+            assert old in text
+            text = text.replace(old, new)
+        (configs / name).write_text(text)
+    data = root / "examples" / "data" / "mnist" / "random"
+    make(
+        [str(root / "examples" / "datasets" / "mnist.npz")],
+        [str(data / "data_party0.npz"), str(data / "data_party1.npz")],
+        [str(configs / "model_architecture.pickle")],
+        seed=0,
+    )
+    return configs
+
+
+@pytest.mark.parametrize(("engine", "init_timeout"), [("ibmfl", "init: 120"), ("builtin", "init: 30")])
+def test_init_on_ibmfl_examples_finds_the_root_and_writes_a_sweep_that_validates(
+    tmp_path: Path, engine: str, init_timeout: str
+) -> None:
+    configs = ibmfl_example_repo(tmp_path / "federated-learning-lib")
+    target = tmp_path / "sweep.yml"
+    result = CliRunner().invoke(app, ["init", str(configs), "--engine", engine, "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    text = target.read_text()
+    assert "party[1].data.info.npz_file: {values: [../../../data/mnist/random/data_party1.npz]}" in text
+    assert f"# timeouts: {{{init_timeout}," in text  # the engine's own timeouts
+    plan = prepare(RunSettings(sweep=target))
+    assert plan.engine.name == engine
+
+
+def test_init_with_a_root_given_and_a_file_nowhere(tmp_path: Path) -> None:
+    root = tmp_path / "federated-learning-lib"
+    configs = ibmfl_example_repo(root)
+    elsewhere = tmp_path / "configs"
+    shutil.move(configs, elsewhere)  # the configs are no longer under the repository
+    (root / "examples" / "datasets" / "mnist.npz").unlink()
+    target = tmp_path / "sweep.yml"
+    argv = ["init", str(elsewhere), "--engine", "ibmfl", "--root", str(root), "--out", str(target)]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    text = target.read_text()
+    assert "# data.info.npz_file: examples/datasets/mnist.npz not found from" in text
+    assert "party[0].data.info.npz_file: {values: [../federated-learning-lib/examples/data/" in text
