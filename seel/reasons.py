@@ -4,8 +4,10 @@ A process that fails usually prints its cause first and follow-on noise after it
 `ERROR ... Unable to load training data ...`, then tracebacks, then an `AttributeError` from a
 half-built object, then its web server's shutdown lines. The reason a trial records is the first of
 
-1. the exception line that ends the first traceback (`OSError: ...`), and
-2. the first log line at level ERROR or CRITICAL (its message, without stamp and logger),
+1. the exception line that ends the first traceback (`OSError: ...`),
+2. the first log line at level ERROR or CRITICAL (its message, without stamp and logger), and
+3. the interpreter's own complaint before any code ran (`/venv/bin/python: No module named
+   ibmfl`, `... can't open file ...`),
 
 whichever the process printed first. The full output stays in the transcript. `FirstError` reads
 lines as they arrive (a child keeps only a bounded tail, so the cause must be caught on the way
@@ -34,6 +36,8 @@ _COLONS_NAME = re.compile(r"^\s+[\w.<>-]+\s+::\s?(?P<msg>.*)$")
 _DASH = re.compile(r"^\s+-\s+(?P<msg>.*)$")
 _DEFAULT = re.compile(r"^:[\w.<>-]+:(?P<msg>.*)$")
 _LEAD = re.compile(r"^[\s|:\]-]+")
+# `/path/to/python3.11: Error while finding module specification for 'x' (...)`
+_INTERPRETER = re.compile(r"^\S*python[\d.]*: (?P<msg>\S.*)$")
 # A level word before ERROR means ERROR is part of the message (`INFO | x | no ERROR found`).
 _OTHER_LEVEL = re.compile(r"\b(?:DEBUG|INFO|WARNING|WARN)\b")
 
@@ -95,6 +99,9 @@ class FirstError:
             self._in_traceback = True
             return
         message = error_message(text)
+        if message is None:
+            complaint = _INTERPRETER.match(text)
+            message = _shorten(complaint.group("msg")) if complaint else None
         if message is not None:
             self.cause = message
 

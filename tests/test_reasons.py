@@ -100,6 +100,24 @@ def test_other_lines_are_not_errors(line: str) -> None:
     assert error_message(line) is None
 
 
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        (
+            "/usr/bin/python3: Error while finding module specification for "
+            "'ibmfl.aggregator.aggregator' (ModuleNotFoundError: No module named 'ibmfl')",
+            "Error while finding module specification for 'ibmfl.aggregator.aggregator' "
+            "(ModuleNotFoundError: No module named 'ibmfl')",
+        ),
+        ("/opt/venv/bin/python3.11: No module named ibmfl", "No module named ibmfl"),
+        ("python: can't open file '/x/y.py': [Errno 2] No such file or directory",
+         "can't open file '/x/y.py': [Errno 2] No such file or directory"),
+    ],
+)
+def test_the_interpreters_own_complaint_is_a_cause(line: str, cause: str) -> None:
+    assert first_error(["starting", line]) == cause
+
+
 def test_nothing_found_is_none() -> None:
     assert first_error(["starting", "127.0.0.1 - - \"GET / HTTP/1.1\" 200 -", "bye"]) is None
     assert first_error([]) is None
