@@ -92,13 +92,32 @@ def run(label: str, sweep: Path, out: Path, *extra: str) -> dict[str, Any]:
     return result
 
 
+def _fixed() -> dict[str, Any]:
+    """The subset's single-value overrides (they are not in its trials' params)."""
+    fixed = {}
+    for text in SOLO:
+        key, _, value = text.partition("=")
+        if "," not in value:
+            fixed[key] = float(value) if "." in value else int(value)
+    return fixed
+
+
+def _key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted({**record["params"]}.items()))
+
+
 def phase_medians(records: list[dict[str, Any]], keys: set[tuple[Any, ...]]) -> dict[str, float]:
-    chosen = [r for r in records if tuple(sorted(r["params"].items())) in keys]
+    fixed = _fixed()
+    chosen = [
+        r for r in records
+        if all(r["params"].get(k, v) == v for k, v in fixed.items())
+        and tuple(sorted((k, v) for k, v in r["params"].items() if k not in fixed)) in keys
+    ]
     return {p: statistics.median(r["durations"][p] for r in chosen if p in r["durations"]) for p in PHASES}
 
 
 def compare_phases(solo: dict[str, Any], many: dict[str, Any]) -> None:
-    keys = {tuple(sorted(r["params"].items())) for r in solo["records"]}
+    keys = {_key(r) for r in solo["records"]}
     alone = phase_medians(solo["records"], keys)
     together = phase_medians(many["records"], keys)
     print(f"\nphase medians over the same {len(keys)} trials, {many['label']} vs {solo['label']}:")
@@ -114,6 +133,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="Table I only warm, no cold runs")
     parser.add_argument("--builtin", action="store_true", help="also the built-in engine's auto vs fixed")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument("--only-builtin", action="store_true", help="just the built-in comparison")
     args = parser.parse_args()
     if not args.python or (shutil.which(args.python) is None and not Path(args.python).exists()):
         print("IBM FL's Python not given (--python or SEEL_IBMFL_PYTHON): skipped")
@@ -129,6 +149,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="seel-bench-ibmfl-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        if args.only_builtin:
+            builtin(folder)
+            return 0
         cold = cold_sweep(folder)
         warm_auto = run("Table I, warm, --parallel auto", SWEEP, folder / "warm-auto")
         warm_solo = run("subset, warm, --parallel 1", SWEEP, folder / "warm-solo", *SOLO, "--parallel", "1")
@@ -146,15 +169,24 @@ def main() -> int:
         )
         compare_phases(warm_solo, warm_auto)
         if args.builtin:
-            print()
-            table = ROOT / "sweeps" / "paper-table1.yml"
-            auto = run("built-in Table I, auto", table, folder / "builtin-auto")
-            fixed = [run(f"built-in Table I, --parallel {n}", table, folder / f"builtin-{n}", "--parallel", str(n))
-                     for n in (1, 2, 4)]
-            best = max(fixed, key=lambda r: r["trials_per_min"])
-            print(f"built-in: auto {auto['trials_per_min']:.1f} vs best fixed ({best['label']}) "
-                  f"{best['trials_per_min']:.1f} trials/min: {auto['trials_per_min'] / best['trials_per_min']:.2f}x")
+            builtin(folder)
     return 0
+
+
+def builtin(folder: Path) -> None:
+    """The built-in engine's Table I: auto against fixed parallelism, side by side."""
+    print()
+    table = ROOT / "sweeps" / "paper-table1.yml"
+    auto = run("built-in Table I, auto", table, folder / "builtin-auto")
+    fixed = [
+        run(f"built-in Table I, --parallel {n}", table, folder / f"builtin-{n}", "--parallel", str(n))
+        for n in (1, 2, 4)
+    ]
+    best = max(fixed, key=lambda r: r["trials_per_min"])
+    print(
+        f"built-in: auto {auto['trials_per_min']:.1f} vs best fixed ({best['label']}) "
+        f"{best['trials_per_min']:.1f} trials/min: {auto['trials_per_min'] / best['trials_per_min']:.2f}x"
+    )
 
 
 if __name__ == "__main__":
