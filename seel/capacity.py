@@ -15,7 +15,8 @@ parameters did not cause. So:
    machine, SEEL still takes `min_share` of it (a sweep must progress; its trials' records say
    how loaded the machine was, and `seel report` warns when timeouts track that). Before the
    first trial has finished it probes: one more trial each `settle_s` while the machine is below
-   `probe_below` busy. Starts are spaced by `stagger_s`, so that start-up bursts do not pile up;
+   `probe_below` busy. Starts are spaced by `stagger_s` (or a tenth of a trial's life, if less),
+   so that start-up bursts do not pile up;
    memory is kept for everyone else; at least one trial runs.
 """
 
@@ -80,8 +81,12 @@ class LoadMeter:
         self.load = 1.0  # busy fraction of all cores over the last tick (busy until measured)
         self.recent: deque[float] = deque(maxlen=max(1, round(1.0 / tick_s)))  # the last second
         self.available_mb = psutil.virtual_memory().available / 2**20
+        self.own = 0.0  # cores this process (the controller) used over the last tick
         self._trials: dict[str, _Trial] = {}
         self._last_cpu = psutil.cpu_times()
+        self._me = psutil.Process()
+        self._last_own = self._own_cpu()
+        self._last_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []
 
@@ -143,8 +148,15 @@ class LoadMeter:
             trial.rss_by_pid[pid] = rss
         trial.peak_rss = max(trial.peak_rss, sum(trial.rss_by_pid.values()))
 
+    def _own_cpu(self) -> float:
+        t = self._me.cpu_times()
+        return t.user + t.system
+
     def sample(self) -> None:
         """One tick: the machine's load over the last tick, then every running trial."""
+        now, own = time.monotonic(), self._own_cpu()
+        self.own = (own - self._last_own) / max(now - self._last_at, 1e-6)
+        self._last_own, self._last_at = own, now
         now_cpu = psutil.cpu_times()
         total = sum(now_cpu) - sum(self._last_cpu)
         idle = (now_cpu.idle + getattr(now_cpu, "iowait", 0.0)) - (
@@ -209,6 +221,7 @@ class AutoParallel:
         self.stagger_s = stagger_s
         self.clock = clock
         self.rates: deque[float] = deque(maxlen=20)  # cores one trial keeps busy, on average
+        self.lives: deque[float] = deque(maxlen=20)  # how long a trial lasts
         self.peaks_mb: deque[float] = deque(maxlen=20)
         self.probe_limit = 1
         self._last_start = -math.inf
@@ -220,6 +233,7 @@ class AutoParallel:
         """Take what a finished trial cost (nothing if it was not measured)."""
         if cpu_s is not None and elapsed_s > 0:
             self.rates.append(cpu_s / elapsed_s)
+            self.lives.append(elapsed_s)
         if peak_rss_mb is not None:
             self.peaks_mb.append(peak_rss_mb)
 
@@ -233,7 +247,8 @@ class AutoParallel:
                     self._last_probe = now
             return min(self.cap, self.probe_limit)
         rate = max(statistics.median(self.rates), 0.01)
-        others = max(0.0, self.meter.busy * self.meter.cores - running * rate)
+        ours = running * rate + self.meter.own  # the trials, and the controller driving them
+        others = max(0.0, self.meter.busy * self.meter.cores - ours)
         budget = max(self.target * self.meter.cores - others, self.min_share * self.meter.cores)
         fit = math.floor(budget / rate)
         if self.peaks_mb:
@@ -247,7 +262,13 @@ class AutoParallel:
             return True
         if running >= self.model_limit(running):
             return False
-        return self.clock() - self._last_start >= self.stagger_s
+        # Spaced by stagger_s, or by a tenth of a trial's life when trials are shorter than that.
+        stagger = (
+            min(self.stagger_s, statistics.median(self.lives) / 10)
+            if self.lives
+            else self.stagger_s
+        )
+        return self.clock() - self._last_start >= stagger
 
     def started(self) -> None:
         self._last_start = self.clock()

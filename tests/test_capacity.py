@@ -122,6 +122,7 @@ class FakeMeter:
         self.cores = cores
         self.busy = busy
         self.available_mb = available_mb
+        self.own = 0.0  # the controller's own CPU use, in cores
         self.on_tick: list[object] = []
 
 
@@ -195,6 +196,24 @@ async def test_the_cap_bounds_it_and_starts_are_staggered() -> None:
     clock.now += auto.stagger_s
     assert auto.may_start(1)
     assert admitted(auto, clock) == 6
+
+
+async def test_short_trials_are_spaced_by_a_tenth_of_their_life() -> None:
+    auto, clock = policy(FakeMeter(cores=64), stagger_s=0.25)
+    auto.learn(cpu_s=0.01, elapsed_s=0.2, peak_rss_mb=10)
+    auto.started()
+    clock.now += 0.01
+    assert not auto.may_start(1)
+    clock.now += 0.015  # 0.025 s: past a tenth of 0.2 s, well short of stagger_s
+    assert auto.may_start(1)
+
+
+async def test_the_controllers_own_cpu_counts_as_sweep_load_not_others() -> None:
+    meter = FakeMeter(cores=2, busy=1.0)
+    auto, _ = policy(meter, target=0.75, min_share=0.25)
+    auto.learn(cpu_s=1.0, elapsed_s=10.0, peak_rss_mb=100)  # 0.1 core a trial
+    meter.own = 1.5  # the machine is busy with the sweep itself, driving 5 trials
+    assert auto.model_limit(5) == 15  # nothing is anyone else's: the whole target is ours
 
 
 # -- the scheduler consults it --------------------------------------------------------------
