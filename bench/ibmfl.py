@@ -173,21 +173,23 @@ def main() -> int:
     return 0
 
 
-def builtin(folder: Path) -> None:
-    """The built-in engine's Table I: auto against fixed parallelism, side by side."""
+def builtin(folder: Path, repeat: int = 3) -> None:
+    """The built-in engine's Table I: auto against fixed parallelism, interleaved `repeat` times
+    (others' load on a shared machine changes from one run to the next); medians."""
     print()
     table = ROOT / "sweeps" / "paper-table1.yml"
-    auto = run("built-in Table I, auto", table, folder / "builtin-auto")
-    fixed = [
-        run(f"built-in Table I, --parallel {n}", table, folder / f"builtin-{n}", "--parallel", str(n))
-        for n in (1, 2, 4)
-    ]
-    best = max(fixed, key=lambda r: r["trials_per_min"])
+    modes: dict[str, list[str]] = {"auto": [], **{f"--parallel {n}": ["--parallel", str(n)] for n in (1, 2, 4)}}
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    for i in range(repeat):
+        for mode, extra in modes.items():
+            out = folder / f"builtin-{mode.replace('--parallel ', 'p')}-{i}"
+            rates[mode].append(run(f"built-in Table I, {mode}", table, out, *extra)["trials_per_min"])
+    medians = {mode: statistics.median(r) for mode, r in rates.items()}
+    best = max((m for m in medians if m != "auto"), key=lambda m: medians[m])
     print(
-        f"built-in: auto {auto['trials_per_min']:.1f} vs best fixed ({best['label']}) "
-        f"{best['trials_per_min']:.1f} trials/min: {auto['trials_per_min'] / best['trials_per_min']:.2f}x"
+        f"built-in, medians of {repeat}: " + ", ".join(f"{m} {v:.1f}" for m, v in medians.items())
+        + f" trials/min; auto vs the best fixed ({best}): {medians['auto'] / medians[best]:.2f}x"
     )
-
 
 if __name__ == "__main__":
     sys.exit(main())
