@@ -334,3 +334,27 @@ def test_timeouts_that_track_load_are_flagged() -> None:
 )
 def test_no_flag_without_a_clear_link(statuses: list[str], loads: list[float | None]) -> None:
     assert timeouts_track_load(statuses, loads) is None
+
+
+def test_seel_report_flags_timeouts_that_track_load(tmp_path: Path) -> None:
+    import json
+
+    import polars as pl
+
+    from seel.analysis import build_report
+    from seel.store import RESULTS_PARQUET, result_rows
+
+    rows = []
+    for i in range(12):
+        trial = TrialSpec(trial_id=f"t{i:05d}", index=i, params={"x": i % 3}, repeat=0, seed=0)
+        timed_out = i % 3 == 0
+        done = replace(
+            outcome(trial, Status.TIMEOUT if timed_out else Status.OK, 1),
+            machine_load=0.97 if timed_out else 0.35,
+            parties=(),
+        )
+        rows += result_rows(done.to_json())
+    pl.DataFrame(rows).write_parquet(tmp_path / RESULTS_PARQUET)
+    (tmp_path / "plan.json").write_text(json.dumps({"name": "t", "parameters": {"x": [0, 1, 2]}}))
+    report = build_report(tmp_path)
+    assert any(f.startswith("timeouts track machine load: the 4 timeouts") for f in report.flags)
