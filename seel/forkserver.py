@@ -173,13 +173,16 @@ def serve(sock: socket.socket, modules: Sequence[str]) -> int:
             if optional and isinstance(exc, Exception):
                 skipped.append(name[1:])
                 continue
-            _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+            why = f"{type(exc).__name__}: {exc}"
+            print(f"seel forkserver: cannot preload {name}: {why}", file=sys.stderr, flush=True)
+            _send(sock, {"ready": False, "error": why})
             return 1
     if skipped:
         print(f"seel forkserver: not preloaded: {', '.join(skipped)}", file=sys.stderr, flush=True)
     threads = _threads()
     if threads > 1:
         why = f"preloading started {threads - 1} thread(s): forking would not be safe"
+        print(f"seel forkserver: {why}", file=sys.stderr, flush=True)
         _send(sock, {"ready": False, "error": why})
         return 1
     wake_r, wake_w = os.pipe()

@@ -137,6 +137,7 @@ async def test_server_whose_preloading_starts_a_thread_is_not_used(tmp_path: Pat
     assert not await fs.start()
     assert fs.broken is not None and "started 1 thread(s)" in fs.broken
     assert fs.pid is not None and not pid_alive(fs.pid)
+    assert "forking would not be safe" in (tmp_path / "fs.log").read_text()  # said in its log
 
 
 async def test_closing_the_controller_end_ends_the_server(tmp_path: Path) -> None:
