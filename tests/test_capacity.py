@@ -342,7 +342,8 @@ def test_seel_report_flags_timeouts_that_track_load(tmp_path: Path) -> None:
     import polars as pl
 
     from seel.analysis import build_report
-    from seel.store import RESULTS_PARQUET, result_rows
+    from seel.manifest import MANIFEST_FILE, RunManifest
+    from seel.store import RESULTS_PARQUET
 
     rows = []
     for i in range(12):
@@ -355,6 +356,10 @@ def test_seel_report_flags_timeouts_that_track_load(tmp_path: Path) -> None:
         )
         rows += result_rows(done.to_json())
     pl.DataFrame(rows).write_parquet(tmp_path / RESULTS_PARQUET)
-    (tmp_path / "plan.json").write_text(json.dumps({"name": "t", "parameters": {"x": [0, 1, 2]}}))
+    manifest = RunManifest(
+        run_id="r", sweep="s.yml", name="t", engine="builtin", fingerprint="f", trial_count=12,
+        budget=False, parameters={"x": {"values": [0, 1, 2]}}, fixed={}, repeats=1, overrides=[],
+    )
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest.to_json()))
     report = build_report(tmp_path)
     assert any(f.startswith("timeouts track machine load: the 4 timeouts") for f in report.flags)
