@@ -44,9 +44,7 @@ class PlainSink:
             self._print(f"       Pareto front: {len(ids)} trials: {' '.join(ids[:8])}")
             return
         best = search.best[0]
-        params = " ".join(
-            f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items()
-        )
+        params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
         self._print(f"       best {search.objectives[0]} {best['values'][0]:.4f} {ids[0]} {params}")
 
     def emit(self, event: Event) -> None:
