@@ -105,6 +105,11 @@ def parallelism(settings: RunSettings, plan: Plan) -> tuple[int, AutoParallel | 
     if isinstance(chosen, int):
         return chosen, None
     cap = min(AUTO_CAP, plan.engine.max_parallel or AUTO_CAP)
+    budget = (plan.spec.search or {}).get("trials")
+    if isinstance(budget, int) and budget > 0:
+        # An adaptive sampler learns only from finished trials: at most a tenth of the budget
+        # runs before it hears back (at least 2), or it is little better than random.
+        cap = min(cap, max(2, budget // 10))
     return cap, AutoParallel(LoadMeter())
 
 
