@@ -30,8 +30,9 @@ def private_port_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One real run of the quick sweep with --json; (run dir, stdout)."""
     out = tmp_path_factory.mktemp("quick") / "run"
-    os.environ["SEEL_PORTS_DIR"] = str(out.parent / "ports")
-    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(out), "--json"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEEL_PORTS_DIR", str(out.parent / "ports"))
+        result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     return out, result.stdout
 

@@ -240,7 +240,9 @@ def test_sigkill_mid_search_then_resume_meets_the_budget_with_no_trial_twice(
 SHIPPED = Path(__file__).resolve().parents[1] / "sweeps" / "search-tpe.yml"
 
 
-def test_the_shipped_search_runs_and_reports_its_best_configuration(tmp_path: Path) -> None:
+def test_the_shipped_search_runs_and_reports_its_best_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from importlib import resources
 
     import jsonschema
@@ -249,7 +251,7 @@ def test_the_shipped_search_runs_and_reports_its_best_configuration(tmp_path: Pa
     from seel.cli import app
 
     out = tmp_path / "run"
-    os.environ["SEEL_PORTS_DIR"] = str(tmp_path / "ports")
+    monkeypatch.setenv("SEEL_PORTS_DIR", str(tmp_path / "ports"))
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(SHIPPED), "search.trials=6", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
