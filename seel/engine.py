@@ -187,6 +187,12 @@ class Engine:
     files_hint: str = ""  # how to make the files `file_keys` name, said when one is missing
     python_hint: str = ""  # how to point SEEL at the engine's Python, said when it is not usable
 
+    @property
+    def reports_round_values(self) -> bool:
+        """Whether each finished round carries a value (the global accuracy) to prune on."""
+        on_line = self.round_pattern is not None and "accuracy" in self.round_pattern.groupindex
+        return on_line or (self.round_records is not None and self.round_value is not None)
+
     def round_line(self, text: str) -> RoundLine | None:
         """What an aggregator's line says of a finished round, or None if it is not one."""
         match = self.round_pattern.search(text) if self.round_pattern else None

@@ -30,10 +30,9 @@ _CHOICE_TYPES = (type(None), bool, int, float, str)
 
 def engine_facts(engine: Engine) -> EngineFacts:
     """What the `search:` checks need to know of an engine."""
-    pattern = engine.round_pattern
     return EngineFacts(
         name=engine.name,
-        has_round_accuracy=pattern is not None and "accuracy" in pattern.groupindex,
+        has_round_accuracy=engine.reports_round_values,
         metrics_keys=engine.metrics_keys,
         phases=PHASES,
     )
