@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["engine.py", "controller.py", "flower.py", "ibmfl.py"]  # ibmfl.py: skipped without IBM FL
+BENCHES = ["engine.py", "controller.py", "flower.py", "ibmfl.py", "ray.py"]  # ibmfl.py: skipped without IBM FL
 
 if __name__ == "__main__":
     failed = 0

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import pexpect
 
+from seel import lifeline
 from seel.errors import SeelError
 from seel.forkserver import ForkServer, ForkServerError
 from seel.proctree import SessionTree
@@ -167,6 +168,7 @@ class Child:
                 env=dict(env) if env is not None else None,
                 echo=False,
                 dimensions=_DIMENSIONS,
+                preexec_fn=lifeline.preexec(env),
             )
             for owner in (self._proc, self._proc.ptyproc):
                 owner.delaybeforesend = None

@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,7 +25,7 @@ from rich.console import Console
 from seel.errors import SeelError
 from seel.events import Sink, SweepStopping
 from seel.plan import Plan
-from seel.run import RunResult, RunSettings, prepare
+from seel.run import RunnerFactory, RunResult, RunSettings, prepare
 
 EXIT_OK, EXIT_INFRA, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -102,9 +103,10 @@ async def _run_async(
     plan: Plan,
     sink: Sink,
     ticker: Callable[[], Awaitable[None]] | None = None,
+    runner: RunnerFactory | None = None,
 ) -> tuple[RunResult, int | None]:
     from seel.events import isolated
-    from seel.run import run_sweep
+    from seel.run import grid_source, local_runner, run_sweep
 
     sink = isolated(sink)  # the signal handler and the search emit through the guard too
     task = asyncio.current_task()
@@ -122,12 +124,12 @@ async def _run_async(
         loop.add_signal_handler(sig, on_signal, sig)
     tick = asyncio.ensure_future(ticker()) if ticker is not None else None
     try:
+        source = grid_source
         if plan.spec.search is not None:
             from seel.search.factory import search_source
 
-            result = await run_sweep(settings, sink, plan, source=search_source(sink.emit))
-        else:
-            result = await run_sweep(settings, sink, plan)
+            source = search_source(sink.emit)
+        result = await run_sweep(settings, sink, plan, source=source, runner=runner or local_runner)
     finally:
         if tick is not None:
             tick.cancel()
@@ -188,6 +190,14 @@ def run(
             help="Run every trial even when the first ones all fail the same way early.",
         ),
     ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the trials on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or local "
+            "(a Ray instance for this sweep). Needs seel[ray].",
+        ),
+    ] = None,
     metric: MetricOpt = "acc",
     debug: DebugOpt = False,
 ) -> None:
@@ -202,6 +212,8 @@ def run(
       seel run sweeps/paper-table1.yml --out runs/t1        # again, to resume
 
       seel run sweeps/quick.yml --json | jq -c 'select(.event == "trial_finished")'
+
+      seel run sweeps/paper-table1.yml --ray auto          # on the Ray cluster of this machine
     """
     from seel.events import FanOut
     from seel.render.plain import PlainSink
@@ -216,30 +228,51 @@ def run(
         python=python,
         keep_going=keep_going,
     )
-    with _errors(debug):
+    with _errors(debug), contextlib.ExitStack() as cluster_scope:
         plan = prepare(settings)  # bad input fails here, before any output starts
         if plan.spec.search is not None:
             from seel.search.factory import search_settings
 
             search_settings(plan)  # and so does a bad search: section
+        runner: RunnerFactory | None = None
+        if ray_address is not None:  # and a cluster that cannot run it, here too
+            from seel.ray.cluster import connect
+
+            cluster = connect(ray_address, plan.engine.cpus_per_trial)
+            cluster_scope.callback(cluster.close)
+            slots = settings.parallel or plan.spec.parallel
+            slots = slots or cluster.slots(plan.engine.cpus_per_trial)
+            settings = replace(settings, parallel=slots)
+            cluster.start_slots(plan, slots)  # paid before the sweep, not by its first trials
+            runner = cluster.runner
         if json_events:
             from seel.render.jsonl import JsonLinesSink
 
             result, sig = asyncio.run(
                 _run_async(
-                    settings, plan, FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice())
+                    settings,
+                    plan,
+                    FanOut(JsonLinesSink(sys.stdout, metric), _StoppingNotice()),
+                    runner=runner,
                 )
             )
         elif sys.stdout.isatty() and not plain:
             from seel.render.live import LiveSink
 
             with LiveSink(_console(), metric) as live:
-                result, sig = asyncio.run(_run_async(settings, plan, live, live.ticker))
+                result, sig = asyncio.run(
+                    _run_async(settings, plan, live, live.ticker, runner=runner)
+                )
             if live.finished is not None:
                 PlainSink(sys.stdout, metric).emit(live.finished)
         else:
             result, sig = asyncio.run(
-                _run_async(settings, plan, FanOut(PlainSink(sys.stdout, metric), _StoppingNotice()))
+                _run_async(
+                    settings,
+                    plan,
+                    FanOut(PlainSink(sys.stdout, metric), _StoppingNotice()),
+                    runner=runner,
+                )
             )
     if result.interrupted or sig is not None:
         raise typer.Exit(EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT)

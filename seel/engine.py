@@ -186,6 +186,7 @@ class Engine:
     preload_keys: tuple[str, ...] = ()
     files_hint: str = ""  # how to make the files `file_keys` name, said when one is missing
     python_hint: str = ""  # how to point SEEL at the engine's Python, said when it is not usable
+    cpus_per_trial: float = 1.0  # what one trial holds on a Ray node (all its processes at once)
 
     @property
     def reports_round_values(self) -> bool:
@@ -449,6 +450,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "timeouts",
             "stop",
             "max_parallel",
+            "cpus_per_trial",
             "validate",
             "env",
             "preload",
@@ -527,6 +529,9 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
     if cwd not in ("trial", "config"):
         raise r.fail("cwd", "expected trial or config")
     max_parallel = r.get(doc, "max_parallel", int, None)
+    cpus_per_trial = float(r.get(doc, "cpus_per_trial", (int, float), 1))
+    if not cpus_per_trial > 0:
+        raise r.fail("cpus_per_trial", f"expected a number above 0, got {cpus_per_trial:g}")
     env = r.get(doc, "env", dict, {})
     for name, value in env.items():
         if not isinstance(value, str | int | float) or isinstance(value, bool):
@@ -562,6 +567,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         preload_keys=r.dotted(doc, "preload_keys"),
         files_hint=r.get(doc, "files_hint", str, ""),
         python_hint=r.get(doc, "python_hint", str, ""),
+        cpus_per_trial=cpus_per_trial,
     )
 
 

@@ -22,6 +22,8 @@ and only the standard library is imported before the preloaded modules. A module
 preloaded if it imports, passed over if not (the handlers a config names: a speed-up, never a
 requirement). Forking is only safe from a process with one thread: a server whose preloading
 started a thread says so and is not used (its processes are then started cold).
+With SEEL_DIE_WITH_PARENT=1 in its environment, the server and every child it forks die with
+their parent (as seel/lifeline.py does for processes spawned on a pty).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import fcntl
 import importlib
 import io
@@ -47,6 +50,18 @@ from pathlib import Path
 from typing import Any
 
 _MAX_PACKET = 1 << 20
+_DIE_WITH_PARENT = "SEEL_DIE_WITH_PARENT"  # seel.lifeline.ENV
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """seel.lifeline.die_with_parent, here too: the server runs in a Python that may not have SEEL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
 # Runs this file by path without putting its folder (seel/, which holds a package named ibmfl)
 # first on sys.path, as `python FILE` would.
 _BOOT = (
@@ -96,8 +111,10 @@ def _exit_status(exc: SystemExit) -> int:
     return 1
 
 
-def _become(request: dict[str, Any], tty: int, started: int) -> int:
+def _become(request: dict[str, Any], tty: int, started: int, parent_pid: int) -> int:
     """In the forked child: take the pty, the request's cwd, env and argv, and run the module."""
+    if request["env"].get(_DIE_WITH_PARENT) == "1":
+        _die_with_parent(parent_pid)
     os.setsid()
     fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
     os.write(started, b"+")  # now the group exists: the controller may signal it
@@ -133,13 +150,14 @@ def _become(request: dict[str, Any], tty: int, started: int) -> int:
 def _fork(request: dict[str, Any], tty: int) -> int:
     """Fork a child for `request`; returns once the child leads its own session."""
     started_r, started_w = os.pipe()
+    parent_pid = os.getpid()
     try:
         pid = os.fork()
         if pid == 0:  # the child never returns from here
             code = 1
             try:
                 os.close(started_r)
-                code = _become(request, tty, started_w)
+                code = _become(request, tty, started_w, parent_pid)
             finally:
                 os._exit(code)
         os.close(started_w)
@@ -295,6 +313,8 @@ class ForkServer:
         return True
 
     def _popen(self, fd: int) -> subprocess.Popen[bytes]:
+        from seel import lifeline  # the controller's side only: the server runs without SEEL
+
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             return subprocess.Popen(
@@ -313,6 +333,7 @@ class ForkServer:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=lifeline.preexec(self.env),  # the server's own, set before exec
             )
 
     def _on_readable(self) -> None:

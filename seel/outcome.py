@@ -55,6 +55,7 @@ class Outcome:
     machine_load: float | None = None  # the machine's mean busy fraction, 0-1
     cpu_s: float | None = None  # CPU seconds of the trial's processes
     peak_rss_mb: float | None = None  # their largest resident memory at once
+    node: str | None = None  # the Ray node it ran on; None on the controller's machine
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ledger's line)."""

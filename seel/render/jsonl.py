@@ -112,6 +112,7 @@ class JsonLinesSink:
                     "durations": {k: round(v, 6) for k, v in o.durations.items()},
                     "rounds_completed": o.rounds_completed,
                     "metrics": {str(p.index): p.metrics for p in o.parties},
+                    **({"node": o.node} if o.node is not None else {}),
                 },
             )
         elif isinstance(event, SearchProgress):

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port-taken", action="store_true", help="START finds its port taken")
     p.add_argument("--missing-section", action="store_true",
                    help="the config lacks a section: fail to load, stay at the prompt")
+    p.add_argument("--hold-train-until", default=None, metavar="PATH",
+                   help="on TRAIN, wait until PATH exists (a test lets trials go on when it wants)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--round-acc", type=float, default=0.6, metavar="ACC",
                    help="global accuracy after round 1 (each later round adds 0.1)")
@@ -313,6 +315,8 @@ class Fake:
             self.log("Error occurred during stop", level="ERROR")
             sys.exit(0)
         self.log("Initiating Global Training.")
+        while self.a.hold_train_until and not Path(self.a.hold_train_until).exists():
+            time.sleep(0.02)
         if self.ibmfl:
             self.log("Warm start disabled.", "ibmfl.aggregator.fusion.fusion_handler")
         for round_no in range(1, self.a.rounds + 1):

@@ -1,0 +1,49 @@
+"""Processes that die with their parent: the Linux parent-death signal, asked for by the child.
+
+A trial's processes lead their own sessions (each on its own pty), so nothing takes them down when
+whatever started them is killed outright. On one machine a resume finds and stops such strays; on
+a Ray node the owner is a worker process that Ray kills without warning when the driver or the
+node goes away, and no resume runs there. So a process spawned with `SEEL_DIE_WITH_PARENT=1` in
+the environment it is given asks the kernel for SIGKILL when its parent ends:
+
+1. the parent notes its own pid before forking;
+2. the child sets PR_SET_PDEATHSIG right after the fork, before it execs or runs anything;
+3. the child then compares its parent's pid with the one noted: if the parent died between the
+   fork and step 2, the signal will never come, so the child ends itself.
+
+The signal follows the thread that forked, not the process: callers fork from a thread that lives
+as long as the process (the event loop's thread, or an executor thread kept until shutdown).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from collections.abc import Callable, Mapping
+
+ENV = "SEEL_DIE_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1
+
+
+def wanted(env: Mapping[str, str] | None) -> bool:
+    """Whether a process started with `env` must die with its parent."""
+    return env is not None and env.get(ENV) == "1"
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a freshly forked child: SIGKILL when the parent ends; ends now if it already has."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def preexec(env: Mapping[str, str] | None) -> Callable[[], None] | None:
+    """A `preexec_fn` that binds the child to this process, if `env` asks for it."""
+    if not wanted(env):
+        return None
+    parent_pid = os.getpid()
+    return lambda: die_with_parent(parent_pid)
