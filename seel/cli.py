@@ -106,7 +106,7 @@ async def _run_async(
     runner: RunnerFactory | None = None,
 ) -> tuple[RunResult, int | None]:
     from seel.events import isolated
-    from seel.run import grid_source, local_runner, run_sweep
+    from seel.run import SourceFactory, grid_source, local_runner, run_sweep
 
     sink = isolated(sink)  # the signal handler and the search emit through the guard too
     task = asyncio.current_task()
@@ -124,7 +124,7 @@ async def _run_async(
         loop.add_signal_handler(sig, on_signal, sig)
     tick = asyncio.ensure_future(ticker()) if ticker is not None else None
     try:
-        source = grid_source
+        source: SourceFactory = grid_source
         if plan.spec.search is not None:
             from seel.search.factory import search_source
 
