@@ -62,6 +62,8 @@ def _die_with_parent(parent_pid: int) -> None:
         raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
 # Runs this file by path without putting its folder (seel/, which holds a package named ibmfl)
 # first on sys.path, as `python FILE` would.
 _BOOT = (

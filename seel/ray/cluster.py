@@ -83,7 +83,8 @@ class Cluster:
         """A runner factory for `run_sweep(runner=...)`."""
         from seel.ray.runner import RayRunner
 
-        slots = settings.parallel or self.slots(plan.engine.cpus_per_trial)
+        asked = settings.parallel
+        slots = asked if isinstance(asked, int) else self.slots(plan.engine.cpus_per_trial)
         return RayRunner(self, plan, run_dir, run_id, emit, settings, slots)
 
     def new_slot(self, plan: Plan) -> Any:
