@@ -29,8 +29,8 @@ def _trials(n: int, nonfinite: int) -> str:
     return f"{n} (+{nonfinite} nan/inf)" if nonfinite else str(n)
 
 
-def show_report(report: Report, console: Console, metric: str) -> None:
-    """Print the report's tables for one metric (effects summary covers every metric)."""
+def show_header(report: Report, console: Console) -> None:
+    """The report's first line: the sweep, its trials by status, the run directory."""
     counts = "  ".join(
         f"{s} {report.status_counts.get(s, 0)}" for s in Status if report.status_counts.get(s)
     )
@@ -42,6 +42,22 @@ def show_report(report: Report, console: Console, metric: str) -> None:
             (report.run_dir, "dim"),
         )
     )
+
+
+def show_phases(report: Report, console: Console) -> None:
+    """Trials that did not end ok, by the phase they ended in and their status."""
+    if report.by_phase:
+        phases = Table(title="Trials that did not end ok, by phase", title_justify="left")
+        for column in ("phase", *_NOT_OK):
+            phases.add_column(column, justify="right")
+        for phase, by_status in sorted(report.by_phase.items()):
+            phases.add_row(phase, *(str(by_status.get(s, 0)) for s in _NOT_OK))
+        console.print(phases)
+
+
+def show_report(report: Report, console: Console, metric: str) -> None:
+    """Print the report's tables for one metric (effects summary covers every metric)."""
+    show_header(report, console)
     for flag in report.flags:
         console.print(Text(f"! {flag}", style="bold yellow"))
 
@@ -114,13 +130,7 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         )
     console.print(rates)
 
-    if report.by_phase:
-        phases = Table(title="Trials that did not end ok, by phase", title_justify="left")
-        for column in ("phase", *_NOT_OK):
-            phases.add_column(column, justify="right")
-        for phase, by_status in sorted(report.by_phase.items()):
-            phases.add_row(phase, *(str(by_status.get(s, 0)) for s in _NOT_OK))
-        console.print(phases)
+    show_phases(report, console)
 
     for party, rows in report.best.get(metric, {}).items():
         best = Table(title=f"Best configurations for {metric}, party {party}", title_justify="left")

@@ -10,12 +10,11 @@ from rich.table import Table
 from rich.text import Text
 
 from seel.analysis import Report
-from seel.outcome import Status
+from seel.render.report import show_header, show_phases
 from seel.render.text import short_name
 from seel.search.analysis import SearchReport
 
 _HISTORY_ROWS = 12
-STATUSES = tuple(str(s) for s in Status)
 
 
 def _fmt(value: Any) -> str:
@@ -26,17 +25,7 @@ def _fmt(value: Any) -> str:
 
 def show_search_report(report: Report, search: SearchReport, console: Console) -> None:
     """Print what an adaptive run can honestly show (no factorial effect tests)."""
-    counts = "  ".join(
-        f"{s} {report.status_counts.get(s, 0)}" for s in STATUSES if report.status_counts.get(s)
-    )
-    console.print(
-        Text.assemble(
-            ("seel report ", "bold"),
-            (report.sweep, "bold cyan"),
-            f"  {report.trials} trials: {counts}  ·  ",
-            (report.run_dir, "dim"),
-        )
-    )
+    show_header(report, console)
     objectives = ", ".join(
         f"{name} ({direction})"
         for name, direction in zip(search.objectives, search.directions, strict=True)
@@ -97,10 +86,4 @@ def show_search_report(report: Report, search: SearchReport, console: Console) -
             )
         console.print(history)
 
-    if report.by_phase:
-        phases = Table(title="Trials that did not end ok, by phase", title_justify="left")
-        for column in ("phase", *STATUSES[1:]):
-            phases.add_column(column, justify="right")
-        for phase, by_status in sorted(report.by_phase.items()):
-            phases.add_row(phase, *(str(by_status.get(s, 0)) for s in STATUSES[1:]))
-        console.print(phases)
+    show_phases(report, console)
