@@ -34,6 +34,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "machine_load",
     "cpu_s",
     "peak_rss_mb",
+    "node",  # the Ray node a trial ran on; null on the controller's machine
 )
 DURATION_PREFIX = "duration."
 
@@ -73,6 +74,7 @@ def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "machine_load": doc.get("machine_load"),
         "cpu_s": doc.get("cpu_s"),
         "peak_rss_mb": doc.get("peak_rss_mb"),
+        "node": doc.get("node"),
     }
     parties = doc.get("parties") or []
     if not parties:
