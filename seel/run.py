@@ -8,7 +8,6 @@ a factory for each, so the grid and local processes are defaults, not assumption
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Literal
 
 from seel.capacity import AutoParallel, LoadMeter
 from seel.context import Machine
-from seel.engine import Engine, load_engine
+from seel.engine import load_engine
 from seel.events import Event, Sink, SweepFinished, SweepStarted, isolated
 from seel.failfast import FailFast
 from seel.grid import GridSource
@@ -91,12 +90,6 @@ def local_runner(
 
 
 AUTO_CAP = 64  # trials at once under --parallel auto, whatever the load allows
-
-
-def default_parallel(engine: Engine) -> int:
-    """What the engine and the cores allow."""
-    cores = os.cpu_count() or 1
-    return min(cores, engine.max_parallel) if engine.max_parallel else cores
 
 
 def parallelism(settings: RunSettings, plan: Plan) -> tuple[int, AutoParallel | None]:
