@@ -16,7 +16,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import pytest
 
 FAKE = Path(__file__).parent / "children" / "fakefl.py"
 SEEL = [sys.executable, "-m", "seel.cli"]
@@ -88,6 +90,8 @@ def fake_sweep(tmp: Path, agg_args: list[str], name: str = "ray-fake") -> Path:
 class Controller:
     """`seel run ... --json` as a subprocess, its events read as they come."""
 
+    started: ClassVar[list[Controller]] = []  # so a failed test's is stopped at teardown
+
     def __init__(self, args: list[str], cwd: Path) -> None:
         self.proc = subprocess.Popen(
             [*SEEL, "run", *args, "--json"],
@@ -100,6 +104,16 @@ class Controller:
         self.events: list[dict[str, Any]] = []
         self.run_id: str | None = None
         self._stderr: str | None = None
+        Controller.started.append(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """SIGKILL and close every controller a test left running (one that failed midway)."""
+        while cls.started:
+            ctl = cls.started.pop()
+            if ctl.proc.poll() is None:
+                os.killpg(ctl.proc.pid, signal.SIGKILL)
+            ctl.close()
 
     def _lines(self) -> Iterator[dict[str, Any]]:
         assert self.proc.stdout is not None
@@ -140,6 +154,13 @@ class Controller:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
+
+
+@pytest.fixture(autouse=True)
+def controllers_stopped() -> Iterator[None]:
+    """Import into a test module: no controller outlives its test, passed or failed."""
+    yield
+    Controller.stop_all()
 
 
 def in_phase(phase: str, count: int) -> Callable[[list[dict[str, Any]]], bool]:

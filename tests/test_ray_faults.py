@@ -15,6 +15,7 @@ import pytest
 
 from tests.raykit import (
     Controller,
+    controllers_stopped,  # noqa: F401 (an autouse fixture: imported to take effect here)
     fake_sweep,
     in_phase,
     kill_all,
@@ -77,7 +78,7 @@ def test_sigkilled_controller_leaves_no_process_and_the_same_command_resumes(
     ctl = Controller(args, tmp_path)
     ctl.wait_for(in_phase("train", 2))
     assert ctl.run_id is not None
-    assert len(run_processes(ctl.run_id)) >= 6  # two trials of three processes
+    assert run_processes(ctl.run_id)  # something to leave behind, if the guarantee failed
     ctl.signal(signal.SIGKILL)
     ctl.close()
     left, _ = wait_gone(ctl.run_id, GONE_WITHIN_S)

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.raykit import SEEL, SMALL_STORE, Controller, fake_sweep, ledger, start_cluster
+from tests.raykit import (
+    SEEL,
+    SMALL_STORE,
+    Controller,
+    controllers_stopped,  # noqa: F401 (an autouse fixture: imported to take effect here)
+    fake_sweep,
+    ledger,
+    start_cluster,
+)
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
