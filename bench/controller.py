@@ -249,8 +249,9 @@ def marker_latencies(trials_dir: Path) -> dict[str, list[float]]:
 # -- 4. a fake engine for thousands of trials -----------------------------------------------------
 
 
-def fake_sweep(folder: Path, values: int) -> Path:
-    """A sweep over `values` values of max_timeout on the fake engine, with its configs beside it."""
+def fake_sweep(folder: Path, values: int, cpus_per_trial: float = 1) -> Path:
+    """A sweep over `values` values of max_timeout on the fake engine, with its configs beside it
+    (each trial holding `cpus_per_trial` when it runs on Ray)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("config_agg.yml", "config_party0.yml", "config_party1.yml"):
         shutil.copy(SHIPPED_CONFIGS / name, folder / name)
@@ -262,6 +263,7 @@ engine:
   extends: builtin
   name: fake
   description: bench/fake_fl.py, the built-in lifecycle and markers answered at once
+  cpus_per_trial: {cpus_per_trial}
   check: ["{{python}}", "-I", "-S", "-c", "pass"]
   validate: null
   aggregator:

@@ -44,10 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder comes first on sys.path, and this file would be `ray`.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
-BENCH = ROOT / "bench"
+
+from bench.controller import fake_sweep  # noqa: E402 (after the path is set)
+
 SEEL = Path(sys.executable).parent / "seel"
 TABLE1 = ROOT / "sweeps" / "paper-table1.yml"
-SHIPPED_CONFIGS = ROOT / "sweeps" / "configs" / "builtin"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -174,42 +175,6 @@ def run_seel(argv: list[str], cwd: Path, every_s: float = 0.5) -> Run:
         trial_elapsed_s=[float(d["elapsed"]) for d in ended],
         procs=procs,
     )
-
-
-def fake_sweep(folder: Path, values: int, cpus_per_trial: float) -> Path:
-    """`values` stand-in trials (bench/fake_fl.py), each holding `cpus_per_trial` on Ray."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("config_agg.yml", "config_party0.yml", "config_party1.yml"):
-        shutil.copy(SHIPPED_CONFIGS / name, folder / name)
-    script = BENCH / "fake_fl.py"
-    sweep = folder / f"fake-{values}.yml"
-    sweep.write_text(
-        f"""name: fake-{values}
-engine:
-  extends: builtin
-  name: fake
-  check: ["{{python}}", "-I", "-S", "-c", "pass"]
-  validate: null
-  preload: []
-  cpus_per_trial: {cpus_per_trial}
-  aggregator:
-    command: ["{{python}}", "-I", "-S", "{script}", "aggregator", "{{config}}"]
-    stop_line: STOP
-    port_keys: [connection.info.port]
-  party:
-    command: ["{{python}}", "-I", "-S", "{script}", "party", "{{config}}"]
-    port_keys: [connection.info.port]
-    aggregator_port_keys: [aggregator.port]
-    stop_line: null
-configs:
-  aggregator: config_agg.yml
-  parties: [config_party0.yml, config_party1.yml]
-parameters:
-  hyperparams.global.max_timeout: {{min: 0, max: {values - 1}, step: 1}}
-""",
-        encoding="utf-8",
-    )
-    return sweep
 
 
 def recovery(tmp: Path, repeats: int) -> None:
