@@ -50,12 +50,15 @@ from pathlib import Path
 from typing import Any
 
 _MAX_PACKET = 1 << 20
-_DIE_WITH_PARENT = "SEEL_DIE_WITH_PARENT"  # seel.lifeline.ENV
+DIE_WITH_PARENT_ENV = "SEEL_DIE_WITH_PARENT"
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """seel.lifeline.die_with_parent, here too: the server runs in a Python that may not have SEEL."""
+def die_with_parent(parent_pid: int) -> None:
+    """In a freshly forked child: SIGKILL when the parent ends; ends now if it already has.
+
+    Here rather than in seel.lifeline, which uses it: the server runs in a Python that may not
+    have SEEL, so it must not import anything of SEEL's."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
@@ -115,8 +118,8 @@ def _exit_status(exc: SystemExit) -> int:
 
 def _become(request: dict[str, Any], tty: int, started: int, parent_pid: int) -> int:
     """In the forked child: take the pty, the request's cwd, env and argv, and run the module."""
-    if request["env"].get(_DIE_WITH_PARENT) == "1":
-        _die_with_parent(parent_pid)
+    if request["env"].get(DIE_WITH_PARENT_ENV) == "1":
+        die_with_parent(parent_pid)
     os.setsid()
     fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
     os.write(started, b"+")  # now the group exists: the controller may signal it

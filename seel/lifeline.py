@@ -17,28 +17,18 @@ as long as the process (the event loop's thread, or an executor thread kept unti
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 from collections.abc import Callable, Mapping
 
-ENV = "SEEL_DIE_WITH_PARENT"
-_PR_SET_PDEATHSIG = 1
+from seel.forkserver import DIE_WITH_PARENT_ENV as ENV  # re-exported: what callers set
+from seel.forkserver import die_with_parent
+
+__all__ = ["ENV", "die_with_parent", "preexec", "wanted"]
 
 
 def wanted(env: Mapping[str, str] | None) -> bool:
     """Whether a process started with `env` must die with its parent."""
     return env is not None and env.get(ENV) == "1"
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In a freshly forked child: SIGKILL when the parent ends; ends now if it already has."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def preexec(env: Mapping[str, str] | None) -> Callable[[], None] | None:
