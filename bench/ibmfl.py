@@ -67,8 +67,11 @@ def run(label: str, sweep: Path, out: Path, *extra: str) -> dict[str, Any]:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     phases = {p: statistics.median(r["durations"][p] for r in records if p in r["durations"]) for p in PHASES}
     loads = [r["machine_load"] for r in records if r.get("machine_load") is not None]
+    pressures = [r["cpu_pressure"] for r in records if r.get("cpu_pressure") is not None]
+    spans = [(r["started_at"], r["started_at"] + r["elapsed_s"]) for r in records]
     result = {
         "label": label,
+        "most_at_once": max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans),
         "trials": len(records),
         "ok": sum(r["status"] == "ok" for r in records),
         "wall_s": wall,
@@ -76,6 +79,7 @@ def run(label: str, sweep: Path, out: Path, *extra: str) -> dict[str, Any]:
         "trial_cpu_s": statistics.median(r["cpu_s"] for r in records if r.get("cpu_s") is not None),
         "command_cpu_s_per_trial": cpu / len(records),
         "machine_load": statistics.mean(loads) if loads else None,
+        "cpu_pressure": statistics.mean(pressures) if pressures else None,
         "loadavg_before": load,
         "loadavg_after": os.getloadavg()[0],
         "phases": phases,
@@ -84,9 +88,10 @@ def run(label: str, sweep: Path, out: Path, *extra: str) -> dict[str, Any]:
     }
     print(
         f"{label:<34} {result['trials']:>3} trials ({result['ok']} ok) in {wall:6.1f} s: "
-        f"{result['trials_per_min']:6.1f} trials/min, CPU-s/trial {result['trial_cpu_s']:.2f} "
+        f"{result['trials_per_min']:6.1f} trials/min (up to {result['most_at_once']} at once), CPU-s/trial {result['trial_cpu_s']:.2f} "
         f"(whole command {result['command_cpu_s_per_trial']:.2f}), machine load "
-        f"{(result['machine_load'] or 0):.0%}, load average {load:.1f} -> {result['loadavg_after']:.1f}",
+        f"{(result['machine_load'] or 0):.0%}, CPU pressure {(result['cpu_pressure'] or 0):.0%}, "
+        f"load average {load:.1f} -> {result['loadavg_after']:.1f}",
         flush=True,
     )
     return result

@@ -5,10 +5,13 @@ Running more trials than the cores can serve slows every trial's phases, and on 
 parameters (a round's `max_timeout`, a quorum) SEEL's own load would turn into timeouts that the
 parameters did not cause. So:
 
-1. `LoadMeter` samples the machine's CPU use (all processes, SEEL's and anyone else's) and free
-   memory every `tick_s`, and the CPU time and resident memory of each trial's processes (told to
-   it as they are spawned; the machine the trials run on has one). A trial's record gets
-   `machine_load` (the machine's mean busy fraction while it ran, 0-1), `cpu_s` and `peak_rss_mb`.
+1. `LoadMeter` samples the machine's CPU use (all processes, SEEL's and anyone else's), its CPU
+   pressure and free memory every `tick_s`, and the CPU time and resident memory of each trial's
+   processes (told to it as they are spawned; the machine the trials run on has one). A trial's
+   record gets `machine_load` (the machine's mean busy fraction while it ran, 0-1),
+   `cpu_pressure` (the mean share of that time in which some runnable process waited for a core,
+   from the kernel's pressure stall information, `/proc/pressure/cpu`; null where the kernel has
+   none), `cpu_s` and `peak_rss_mb`.
 2. `AutoParallel` (the scheduler's) keeps the machine below `target` busy: from finished trials
    it learns what one trial costs (CPU-s per second of its life, and its peak memory), and allows
    as many trials as fit in what the rest of the machine leaves of `target`. When others fill the
@@ -18,6 +21,13 @@ parameters did not cause. So:
    `probe_below` busy. Starts are spaced by `stagger_s` (or a tenth of a trial's life, if less),
    so that start-up bursts do not pile up;
    memory is kept for everyone else; at least one trial runs.
+3. Average load hides bursts. FL trials are mostly waiting (for a quorum, a poll, a round) between
+   short bursts of work (starting, a round's training, evaluating, stopping); at 50 % mean load the
+   bursts of many trials still meet, and each is slowed while its processes wait for a core.
+   Where the kernel reports CPU pressure, `AutoParallel` also holds it under `pressure_target`:
+   starting from one trial, it allows half as many again as are running each `settle_s` while
+   the pressure over that time is below half the target, and a quarter fewer when it is above
+   the target, down to one trial for each core in `min_share` of the cores (at least one).
 """
 
 from __future__ import annotations
@@ -31,12 +41,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import psutil
 
 from seel.outcome import Outcome
 
 TICK_S = 0.25
+PRESSURE = Path("/proc/pressure/cpu")
+
+
+def read_pressure(path: Path = PRESSURE) -> float | None:
+    """Seconds in all that some runnable task has waited for a CPU (PSI `some total`), or None
+    where the kernel does not keep it."""
+    try:
+        with path.open(encoding="ascii") as f:
+            first = f.readline()
+    except (OSError, ValueError):
+        return None
+    for word in first.split():
+        if word.startswith("total="):
+            try:
+                return int(word.removeprefix("total=")) / 1e6
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass
@@ -48,6 +77,8 @@ class _Trial:
     peak_rss: float = 0.0
     load_sum: float = 0.0
     load_n: int = 0
+    pressure_sum: float = 0.0
+    pressure_n: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,7 @@ class TrialUsage:
     cpu_s: float  # CPU seconds of its processes
     peak_rss_mb: float  # the largest total resident memory of its processes at once
     elapsed_s: float
+    cpu_pressure: float | None = None  # mean share of its time some task waited for a core
 
 
 def with_usage(outcome: Outcome, usage: TrialUsage | None) -> Outcome:
@@ -67,6 +99,7 @@ def with_usage(outcome: Outcome, usage: TrialUsage | None) -> Outcome:
     return replace(
         outcome,
         machine_load=None if usage.machine_load is None else round(usage.machine_load, 3),
+        cpu_pressure=None if usage.cpu_pressure is None else round(usage.cpu_pressure, 3),
         cpu_s=round(usage.cpu_s, 3),
         peak_rss_mb=round(usage.peak_rss_mb, 1),
     )
@@ -75,11 +108,17 @@ def with_usage(outcome: Outcome, usage: TrialUsage | None) -> Outcome:
 class LoadMeter:
     """Samples machine load and each trial's processes; see the module."""
 
-    def __init__(self, tick_s: float = TICK_S, cpu_count: int | None = None) -> None:
+    def __init__(
+        self, tick_s: float = TICK_S, cpu_count: int | None = None, pressure: Path = PRESSURE
+    ) -> None:
         self.tick_s = tick_s
         self.cores = cpu_count or os.cpu_count() or 1
         self.load = 1.0  # busy fraction of all cores over the last tick (busy until measured)
         self.recent: deque[float] = deque(maxlen=max(1, round(1.0 / tick_s)))  # the last second
+        # CPU pressure: the share of each tick in which some runnable task waited for a core
+        self._pressure_path = pressure
+        self._last_stall = read_pressure(pressure)
+        self.pressures: deque[float] = deque(maxlen=max(1, round(2.0 / tick_s)))  # 2 seconds
         self.available_mb = psutil.virtual_memory().available / 2**20
         self.own = 0.0  # cores this process (the controller) used over the last tick
         self._trials: dict[str, _Trial] = {}
@@ -118,6 +157,7 @@ class LoadMeter:
             cpu_s=sum(trial.cpu_by_pid.values()),
             peak_rss_mb=trial.peak_rss / 2**20,
             elapsed_s=time.monotonic() - trial.started,
+            cpu_pressure=trial.pressure_sum / trial.pressure_n if trial.pressure_n else None,
         )
 
     # -- sampling -------------------------------------------------------------------------
@@ -155,8 +195,14 @@ class LoadMeter:
     def sample(self) -> None:
         """One tick: the machine's load over the last tick, then every running trial."""
         now, own = time.monotonic(), self._own_cpu()
-        self.own = (own - self._last_own) / max(now - self._last_at, 1e-6)
+        span = max(now - self._last_at, 1e-6)
+        self.own = (own - self._last_own) / span
         self._last_own, self._last_at = own, now
+        stall, pressure = read_pressure(self._pressure_path), None
+        if stall is not None and self._last_stall is not None:
+            pressure = min(1.0, max(0.0, (stall - self._last_stall) / span))
+            self.pressures.append(pressure)
+        self._last_stall = stall
         now_cpu = psutil.cpu_times()
         total = sum(now_cpu) - sum(self._last_cpu)
         idle = (now_cpu.idle + getattr(now_cpu, "iowait", 0.0)) - (
@@ -171,6 +217,9 @@ class LoadMeter:
             self._sample_trial(trial)
             trial.load_sum += self.load
             trial.load_n += 1
+            if pressure is not None:
+                trial.pressure_sum += pressure
+                trial.pressure_n += 1
         for callback in self.on_tick:
             callback()
 
@@ -196,6 +245,11 @@ class LoadMeter:
         """The machine's busy fraction over the last second."""
         return sum(self.recent) / len(self.recent) if self.recent else self.load
 
+    @property
+    def pressure(self) -> float | None:
+        """CPU pressure over the last two seconds (None where the kernel does not report it)."""
+        return sum(self.pressures) / len(self.pressures) if self.pressures else None
+
 
 class AutoParallel:
     """Decides how many trials may run at once; see the module."""
@@ -210,6 +264,7 @@ class AutoParallel:
         probe_below: float = 0.5,
         settle_s: float = 2.0,
         stagger_s: float = 0.25,
+        pressure_target: float = 0.10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.meter = meter
@@ -219,13 +274,16 @@ class AutoParallel:
         self.probe_below = probe_below
         self.settle_s = settle_s
         self.stagger_s = stagger_s
+        self.pressure_target = pressure_target
         self.clock = clock
         self.rates: deque[float] = deque(maxlen=20)  # cores one trial keeps busy, on average
         self.lives: deque[float] = deque(maxlen=20)  # how long a trial lasts
         self.peaks_mb: deque[float] = deque(maxlen=20)
         self.probe_limit = 1
+        self.pressure_limit = 1  # what CPU pressure allows (once the kernel has reported some)
         self._last_start = -math.inf
         self._last_probe = -math.inf
+        self._last_pressure_step = -math.inf
         self.changed = asyncio.Event()
         meter.on_tick.append(self.changed.set)
 
@@ -256,11 +314,28 @@ class AutoParallel:
             fit = min(fit, running + math.floor(spare / max(max(self.peaks_mb), 1.0)))
         return max(1, min(self.cap, fit))
 
+    def limit(self, running: int) -> int:
+        """How many trials may run at once now: the model's limit, and what CPU pressure allows."""
+        model = self.model_limit(running)
+        pressure = self.meter.pressure
+        if pressure is None:
+            return model
+        now = self.clock()
+        if now - self._last_pressure_step >= self.settle_s:
+            if pressure > self.pressure_target:
+                floor = math.floor(self.min_share * self.meter.cores)
+                self.pressure_limit = max(1, floor, running - max(1, running // 4))
+                self._last_pressure_step = now
+            elif pressure < self.pressure_target / 2 and running >= self.pressure_limit:
+                self.pressure_limit = running + max(1, running // 2)
+                self._last_pressure_step = now
+        return max(1, min(model, self.pressure_limit))
+
     def may_start(self, running: int) -> bool:
         """Whether one more trial may start now, with `running` running."""
         if running == 0:
             return True
-        if running >= self.model_limit(running):
+        if running >= self.limit(running):
             return False
         # Spaced by stagger_s, or by a tenth of a trial's life when trials are shorter than that.
         stagger = (

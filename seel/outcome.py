@@ -56,6 +56,7 @@ class Outcome:
     cpu_s: float | None = None  # CPU seconds of the trial's processes
     peak_rss_mb: float | None = None  # their largest resident memory at once
     node: str | None = None  # the Ray node it ran on; None on the controller's machine
+    cpu_pressure: float | None = None  # mean share of its time some task waited for a core, 0-1
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ledger's line)."""

@@ -29,9 +29,10 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "aggregator_exit",
     "party",
     "party_exit",
-    # measured as the trial ran (seel/capacity.py): the machine's mean busy fraction, the
-    # trial's CPU seconds and its processes' largest resident memory at once
+    # measured as the trial ran (seel/capacity.py): the machine's mean busy fraction and CPU
+    # pressure, the trial's CPU seconds and its processes' largest resident memory at once
     "machine_load",
+    "cpu_pressure",
     "cpu_s",
     "peak_rss_mb",
     "node",  # the Ray node a trial ran on; null on the controller's machine
@@ -72,6 +73,7 @@ def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "final_global_acc": number(accuracies[-1]),
         "aggregator_exit": doc["aggregator_exit"],
         "machine_load": doc.get("machine_load"),
+        "cpu_pressure": doc.get("cpu_pressure"),
         "cpu_s": doc.get("cpu_s"),
         "peak_rss_mb": doc.get("peak_rss_mb"),
         "node": doc.get("node"),

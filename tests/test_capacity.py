@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from seel.capacity import AutoParallel, LoadMeter, TrialUsage, with_usage
+from seel.capacity import AutoParallel, LoadMeter, TrialUsage, read_pressure, with_usage
 from seel.grid import GridSource
 from seel.loadflag import timeouts_track_load
 from seel.outcome import Outcome, Status
@@ -123,6 +124,7 @@ class FakeMeter:
         self.busy = busy
         self.available_mb = available_mb
         self.own = 0.0  # the controller's own CPU use, in cores
+        self.pressure: float | None = None  # no pressure information, unless a test sets it
         self.on_tick: list[object] = []
 
 
@@ -214,6 +216,72 @@ async def test_the_controllers_own_cpu_counts_as_sweep_load_not_others() -> None
     auto.learn(cpu_s=1.0, elapsed_s=10.0, peak_rss_mb=100)  # 0.1 core a trial
     meter.own = 1.5  # the machine is busy with the sweep itself, driving 5 trials
     assert auto.model_limit(5) == 15  # nothing is anyone else's: the whole target is ours
+
+
+
+async def test_cpu_pressure_holds_trials_to_what_does_not_make_them_wait() -> None:
+    meter = FakeMeter(cores=2, busy=0.0)
+    auto, clock = policy(meter, pressure_target=0.1, settle_s=2.0, stagger_s=0.0)
+    auto.learn(cpu_s=0.1, elapsed_s=10.0, peak_rss_mb=10)  # the model alone would allow 64
+    assert auto.limit(10) == 64  # no pressure reported: the model decides
+    meter.pressure = 0.0
+    assert auto.limit(0) == 1  # from one trial...
+    assert auto.limit(1) == 2  # ...half as many again as run, each settle_s, while it is low
+    assert auto.limit(2) == 2
+    clock.now += 2.0
+    assert auto.limit(2) == 3
+    clock.now += 2.0
+    assert auto.limit(8) == 12
+    meter.pressure = 0.07  # between half the target and the target: hold
+    clock.now += 2.0
+    assert auto.limit(12) == 12
+    meter.pressure = 0.3  # processes wait for a core: a quarter fewer, each settle_s
+    clock.now += 2.0
+    assert auto.limit(12) == 9
+    assert auto.limit(12) == 9
+    clock.now += 2.0
+    assert auto.limit(9) == 7
+    for _ in range(20):
+        clock.now += 2.0
+        auto.limit(auto.pressure_limit)
+    assert auto.pressure_limit == 1  # never below min_share x cores trials (0.25 x 2 -> 1)
+    assert auto.may_start(0)  # and one always starts
+
+
+async def test_the_pressure_floor_is_a_share_of_the_cores() -> None:
+    meter = FakeMeter(cores=16, busy=0.0)
+    meter.pressure = 0.9  # someone else saturates the machine
+    auto, clock = policy(meter, min_share=0.25)
+    auto.learn(cpu_s=0.1, elapsed_s=10.0, peak_rss_mb=10)
+    for running in (20, 15, 11, 8, 6, 5, 4, 4):
+        clock.now += auto.settle_s
+        auto.limit(running)
+    assert auto.pressure_limit == 4  # a quarter of 16 cores: the sweep still progresses
+
+
+def test_pressure_is_read_from_the_kernels_stall_totals(tmp_path: Path) -> None:
+    psi = tmp_path / "cpu"
+    psi.write_text("some avg10=1.00 avg60=0.50 avg300=0.10 total=2500000\n"
+                   "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert read_pressure(psi) == 2.5
+    assert read_pressure(tmp_path / "missing") is None
+    psi.write_text("nonsense\n")
+    assert read_pressure(psi) is None
+
+
+async def test_meter_records_the_pressure_while_a_trial_runs(tmp_path: Path) -> None:
+    psi = tmp_path / "cpu"
+    psi.write_text("some avg10=0 avg60=0 avg300=0 total=1000000\n")
+    meter = LoadMeter(tick_s=10.0, pressure=psi)
+    meter.trial_started("t")
+    meter._last_at = time.monotonic() - 1.0  # one second since the last sample
+    psi.write_text("some avg10=0 avg60=0 avg300=0 total=1250000\n")  # a quarter second waited
+    meter.sample()
+    usage = meter.trial_finished("t")
+    await meter.aclose()
+    assert meter.pressure is not None and 0.2 < meter.pressure <= 0.25
+    assert usage is not None and usage.cpu_pressure == meter.pressure
+    assert LoadMeter(pressure=tmp_path / "missing").pressure is None
 
 
 # -- the scheduler consults it --------------------------------------------------------------
