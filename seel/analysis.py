@@ -368,13 +368,16 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
         ):
             counts = {str(s): int(n) for s, n in group.group_by("status").len().iter_rows()}
             report.rates.append(Rates(parameter, value[0], group.height, counts))
-    if "machine_load" in df.columns:
-        loads = df.group_by("trial_id", maintain_order=True).agg(pl.col("machine_load").first())
+    for column, what in (("cpu_pressure", "CPU pressure"), ("machine_load", "machine load")):
+        if column not in df.columns:
+            continue
+        loads = df.group_by("trial_id", maintain_order=True).agg(pl.col(column).first())
         flag = timeouts_track_load(
-            per_trial["status"].to_list(), loads["machine_load"].cast(pl.Float64).to_list()
+            per_trial["status"].to_list(), loads[column].cast(pl.Float64).to_list(), what
         )
         if flag is not None:
             report.flags.append(flag)
+            break  # one warning: pressure, the closer measure of waiting, when it has one
     report.best = _best(df.filter(pl.col("status") == Status.OK), parameters, metrics)
     return report
 

@@ -404,7 +404,13 @@ def test_no_flag_without_a_clear_link(statuses: list[str], loads: list[float | N
     assert timeouts_track_load(statuses, loads) is None
 
 
-def test_seel_report_flags_timeouts_that_track_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("column", "busy", "idle", "said"),
+    [("machine_load", 0.97, 0.35, "machine load"), ("cpu_pressure", 0.4, 0.03, "CPU pressure")],
+)
+def test_seel_report_flags_timeouts_that_track_load(
+    tmp_path: Path, column: str, busy: float, idle: float, said: str
+) -> None:
     import json
 
     import polars as pl
@@ -419,8 +425,8 @@ def test_seel_report_flags_timeouts_that_track_load(tmp_path: Path) -> None:
         timed_out = i % 3 == 0
         done = replace(
             outcome(trial, Status.TIMEOUT if timed_out else Status.OK, 1),
-            machine_load=0.97 if timed_out else 0.35,
             parties=(),
+            **{column: busy if timed_out else idle},
         )
         rows += result_rows(done.to_json())
     pl.DataFrame(rows).write_parquet(tmp_path / RESULTS_PARQUET)
@@ -430,4 +436,5 @@ def test_seel_report_flags_timeouts_that_track_load(tmp_path: Path) -> None:
     )
     (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest.to_json()))
     report = build_report(tmp_path)
-    assert any(f.startswith("timeouts track machine load: the 4 timeouts") for f in report.flags)
+    flags = [f for f in report.flags if f.startswith("timeouts track")]
+    assert flags == [flags[0]] and flags[0].startswith(f"timeouts track {said}: the 4 timeouts")
