@@ -50,14 +50,14 @@ def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
 @contextlib.contextmanager
 def _errors(debug: bool) -> Iterator[None]:
     """Turn SEEL's errors into one line and an exit code (a traceback only with --debug)."""
-    from seel.errors import PortUnavailable, StorageError
+    from seel.errors import ClusterLost, PortUnavailable, StorageError
 
     try:
         yield
     except SeelError as exc:
         if debug:
             raise
-        infra = isinstance(exc, PortUnavailable | StorageError)
+        infra = isinstance(exc, PortUnavailable | StorageError | ClusterLost)
         raise _fail(str(exc), EXIT_INFRA if infra else EXIT_INPUT) from None
 
 

@@ -35,3 +35,7 @@ class RunDirError(SeelError):
 
 class StorageError(SeelError):
     """A file of the run directory could not be written (a full disk, a lost mount)."""
+
+
+class ClusterLost(SeelError):
+    """No machine is left to run trials on (every Ray node that could hold a trial is gone)."""

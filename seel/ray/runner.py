@@ -12,7 +12,8 @@ everything else: the ledger, the run directory, the search, the sinks. For each 
 A slot whose actor or node is lost (any Ray error on the stream) ends its trial as an
 infrastructure failure (`failed`, retryable): the scheduler runs it again, on whatever slot is free
 next, and records only that attempt's outcome. The lost slot is replaced by a new actor, which Ray
-places on a node with room. Cancelling `run` (Ctrl-C) interrupts the trial on its node, where it
+places on a node with room; when no slot is alive and none comes free within `SLOT_WAIT_S`, the
+run stops with one line (exit 1), and a resume runs what is left. Cancelling `run` (Ctrl-C) interrupts the trial on its node, where it
 goes down the stop ladder, and still returns its `interrupted` outcome.
 """
 
@@ -29,6 +30,7 @@ import ray
 from ray.exceptions import RayError
 
 import seel
+from seel.errors import ClusterLost
 from seel.events import Event, PhaseReached
 from seel.outcome import Outcome, Status
 from seel.plan import Plan
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 _INTERRUPT_MARGIN_S = 10.0  # beyond the stop ladder, for the outcome of an interrupted trial
 _SILENT_RETRIES = 3  # slots found dead before a trial started on them, passed over
+SLOT_WAIT_S = 300.0  # a trial waits this long for a slot when none is alive, then the run stops
 
 
 class _Slot:
@@ -63,8 +66,10 @@ class RayRunner:
         emit: Callable[[Event], None],
         settings: RunSettings,
         slots: int,
+        slot_wait_s: float = SLOT_WAIT_S,
     ) -> None:
         self.cluster = cluster
+        self.slot_wait_s = slot_wait_s
         self.plan = plan
         self.run_dir = run_dir
         self.emit = emit
@@ -133,7 +138,7 @@ class RayRunner:
         _SILENT_RETRIES times, then that failure is the trial's outcome.
         """
         for tries in range(_SILENT_RETRIES + 1):
-            slot = await self._free.get()
+            slot = await self._take_slot()
             self._running[trial.trial_id] = slot
             stream = asyncio.ensure_future(self._stream(slot, trial, attempt))
             try:
@@ -147,6 +152,23 @@ class RayRunner:
             if heard or not slot.lost or tries == _SILENT_RETRIES:
                 return outcome
         raise AssertionError("unreachable")
+
+    async def _take_slot(self) -> _Slot:
+        """The next free slot. ClusterLost when none came free within slot_wait_s and none is
+        alive: no node of the cluster can hold a trial (every one was lost, or none has the CPUs a
+        trial needs), and the run stops rather than wait for ever; a resume runs what is left."""
+        while True:
+            try:
+                async with asyncio.timeout(self.slot_wait_s):
+                    return await self._free.get()
+            except TimeoutError:
+                if not self._slots:
+                    cpus = self.plan.engine.cpus_per_trial
+                    raise ClusterLost(
+                        f"no Ray node could take a trial ({cpus:g} CPUs each) for "
+                        f"{self.slot_wait_s:g} s, and none is left: every one was lost, or none "
+                        "has room; run the same command again to resume once the cluster has"
+                    ) from None
 
     def stop(self, trial_id: str, status: Status, reason: str) -> None:
         """End a running trial from outside with this status (on its node)."""
