@@ -24,10 +24,7 @@ from seel.events import Event
 from seel.forkserver import ForkServer
 from seel.plan import Plan
 from seel.ports import PortAllocator
-from seel.procs import ProcessLedger
-
-RUN_ENV = "SEEL_RUN_ID"  # in the environment of every process a run starts: a resume finds
-# by it a process that was started but never recorded
+from seel.procs import RUN_ENV, ProcessLedger
 
 
 @dataclass(frozen=True)

@@ -12,40 +12,11 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from seel.proctree import running, snapshot, start_ticks, stat
 from seel.store import fsync_line, read_ledger, storage_error
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command (state first), or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, or None if it does not exist."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def _alive(pid: int, ticks: int) -> bool:
-    """Whether the process that started at `ticks` is running (a zombie has ended)."""
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] != "Z" and int(fields[19]) == ticks
-
-
-def _live_processes() -> Iterator[tuple[int, list[str]]]:
-    """(pid, stat fields) of every process that has not ended."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _proc_stat(int(entry))) and fields[0] != "Z":
-            yield int(entry), fields
-
 
 RUN_ENV = "SEEL_RUN_ID"  # in the environment of every process a run starts
 
@@ -79,7 +50,7 @@ class ProcessLedger:
             "name": name,
             "pid": pid,
             "pgid": pgid,
-            "ticks": _proc_start_ticks(pid),
+            "ticks": start_ticks(pid),
         }
         try:
             fsync_line(self._procs, doc)
@@ -110,11 +81,12 @@ class ProcessLedger:
         groups: dict[int, int] = {}  # group -> its leader's start ticks
         for pid, doc in spawned.items():
             ticks = doc.get("ticks")
-            if ticks and _proc_start_ticks(pid) in (ticks, None):  # ours, or gone
+            now = stat(pid)
+            if ticks and (now is None or now.ticks == ticks):  # ours, or gone
                 groups[int(doc["pgid"])] = int(ticks)
         strays: dict[int, tuple[int, int]] = {}  # pid -> (group, start ticks)
-        for pid, fields in _live_processes():
-            pgid, session, ticks = int(fields[2]), int(fields[3]), int(fields[19])
+        for pid, proc in snapshot().items():
+            pgid, session, ticks = proc.pgid, proc.sid, proc.ticks
             if pgid in groups and session == pgid and ticks >= groups[pgid]:
                 strays[pid] = (pgid, ticks)
             elif (
@@ -125,13 +97,13 @@ class ProcessLedger:
                 strays[pid] = (pgid, ticks)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             # Only groups with a member still alive: an emptied group's id may be reused.
-            left = {pgid for pid, (pgid, ticks) in strays.items() if _alive(pid, ticks)}
+            left = {pgid for pid, (pgid, ticks) in strays.items() if running(pid, ticks)}
             for pgid in left:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, sig)
             deadline = time.monotonic() + grace_s
             while left and time.monotonic() < deadline:
-                if not any(_alive(pid, ticks) for pid, (_, ticks) in strays.items()):
+                if not any(running(pid, ticks) for pid, (_, ticks) in strays.items()):
                     break
                 time.sleep(0.05)  # processes that are not our children: no pidfd wait
         self._procs.truncate(0)

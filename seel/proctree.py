@@ -1,4 +1,5 @@
-"""A process's descendants, found through /proc by parent links, with their groups and sessions.
+"""Processes as /proc shows them (pid, parent, group, session, start time), and a process's
+descendants, found by parent links.
 
 A child leads its own session, and the stop ladder signals that session's group; a descendant that
 started a session of its own (a daemon-like helper) is out of that group's reach. An engine that
@@ -27,22 +28,34 @@ class Proc:
     ticks: int
 
 
-def _stat(pid: int) -> Proc | None:
+def _fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command (state first), or None if there is none."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # ended, waiting to be reaped
+    return text.rsplit(")", 1)[1].split()
+
+
+def stat(pid: int) -> Proc | None:
+    """The process `pid` if it is running (not ended, not waiting to be reaped), else None."""
+    fields = _fields(pid)
+    if fields is None or fields[0] == "Z":  # gone, or ended and waiting to be reaped
         return None
     return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), ended or not; None if there is no such pid."""
+    fields = _fields(pid)
+    return int(fields[19]) if fields else None
 
 
 def snapshot() -> dict[int, Proc]:
     """Every live process, by pid."""
     procs = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (proc := _stat(int(entry))) is not None:
+        if entry.isdigit() and (proc := stat(int(entry))) is not None:
             procs[proc.pid] = proc
     return procs
 
@@ -62,10 +75,15 @@ def descendants(pid: int, procs: dict[int, Proc] | None = None) -> list[Proc]:
     return found
 
 
+def running(pid: int, ticks: int) -> bool:
+    """Whether the process `pid` that started at `ticks` is still running (a recycled pid is not)."""
+    now = stat(pid)
+    return now is not None and now.ticks == ticks
+
+
 def alive(proc: Proc) -> bool:
     """Whether this process (same pid and start time) is still running."""
-    now = _stat(proc.pid)
-    return now is not None and now.ticks == proc.ticks
+    return running(proc.pid, proc.ticks)
 
 
 class SessionTree:
