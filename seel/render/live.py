@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from seel.render.text import short_name, value_text
 REFRESH_S = 0.25
 _MAX_RUNNING_ROWS = 12
 _MAX_AXIS = 12
+_BINS = 8  # columns of a searched axis, once it has more values than that
 _STATUS_STYLE = {
     "ok": "green",
     "timeout": "yellow",
@@ -266,21 +268,29 @@ class LiveSink:
         names = list(s.parameters)
         if len(names) < 2 or not s.cells:
             return None
-        if s.budget:  # a search samples its values: the axes are the values seen so far
-            xs = sorted({x for x, _ in s.cells}, key=_order)[:_MAX_AXIS]
-            ys = sorted({y for _, y in s.cells}, key=_order)[:_MAX_AXIS]
+        if s.budget:  # a search samples its values: the axes are the values seen so far, binned
+            xs, x_of = bin_axis({x for x, _ in s.cells})
+            ys, y_of = bin_axis({y for _, y in s.cells})
         else:
-            xs, ys = s.parameters[names[0]][:_MAX_AXIS], s.parameters[names[1]][:_MAX_AXIS]
-        means = {k: sum(v) / len(v) for k, v in s.cells.items()}
+            xs, x_of = _listed_axis(s.parameters[names[0]])
+            ys, y_of = _listed_axis(s.parameters[names[1]])
+        pooled: dict[tuple[int, int], list[float]] = {}
+        for (x, y), values in s.cells.items():
+            column, row = x_of(x), y_of(y)
+            if column is not None and row is not None:
+                pooled.setdefault((column, row), []).extend(values)
+        if not pooled:
+            return None
+        means = {k: sum(v) / len(v) for k, v in pooled.items()}
         low, high = min(means.values()), max(means.values())
         table = Table(show_lines=False, pad_edge=False)
         table.add_column(short_name(names[1]), justify="right")
         for x in xs:
-            table.add_column(value_text(x), justify="center")
-        for y in ys:
-            cells = [Text(value_text(y))]
-            for x in xs:
-                value = means.get((x, y))
+            table.add_column(x, justify="center")
+        for j, y in enumerate(ys):
+            cells = [Text(y)]
+            for i in range(len(xs)):
+                value = means.get((i, j))
                 if value is None:
                     cells.append(Text("·", style="dim"))
                     continue
@@ -295,6 +305,47 @@ class LiveSink:
             style="italic",
         )
         return Group(title, table)
+
+
+Axis = tuple[list[str], Callable[[Any], int | None]]  # column labels, and a value's column
+
+
+def _listed_axis(values: list[Any]) -> Axis:
+    shown = values[:_MAX_AXIS]
+    where = {_key(v): i for i, v in enumerate(shown)}
+    return [value_text(v) for v in shown], lambda v: where.get(_key(v))
+
+
+def bin_axis(seen: set[Any], bins: int = _BINS) -> Axis:
+    """The axis of values a search sampled: each value its own column while there are few, else
+    `bins` ranges of equal width (of equal ratio when the values span decades, as learning rates
+    do), labelled `low-high`."""
+    ordered = sorted(seen, key=_order)
+    numbers = [v for v in ordered if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(ordered) <= bins or len(numbers) < len(ordered):
+        return _listed_axis(ordered)
+    low, high = float(numbers[0]), float(numbers[-1])
+    log = low > 0 and high / low >= 20
+    ends = (math.log(low), math.log(high)) if log else (low, high)
+    width = (ends[1] - ends[0]) / bins
+    edges = [ends[0] + width * i for i in range(bins + 1)]
+    if log:
+        edges = [math.exp(e) for e in edges]
+    edges[0], edges[-1] = low, high
+
+    def column(value: Any) -> int | None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        x = math.log(value) if log and value > 0 else float(value)
+        return min(bins - 1, max(0, int((x - ends[0]) / width))) if width > 0 else 0
+
+    labels = [f"{edges[i]:.2g}-{edges[i + 1]:.2g}" for i in range(bins)]
+    return labels, column
+
+
+def _key(value: Any) -> Any:
+    """A value as a dict key (lists, from YAML, are not hashable)."""
+    return repr(value) if isinstance(value, list | dict) else value
 
 
 def _order(value: Any) -> tuple[int, Any]:
