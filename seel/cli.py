@@ -531,10 +531,12 @@ def init(
     config_dir: Annotated[
         Path,
         typer.Argument(
-            help="A directory with config_agg.yml and config_party*.yml.", show_default=False
+            help="A directory with config_agg.yml and config_party*.yml; for --engine flower, "
+            "a Flower app (a directory with its pyproject.toml).",
+            show_default=False,
         ),
     ],
-    engine: Annotated[str, typer.Option(help="builtin or ibmfl.")] = "builtin",
+    engine: Annotated[str, typer.Option(help="builtin, ibmfl or flower.")] = "builtin",
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="The sweep file to write [default: NAME-sweep.yml]."),
@@ -555,19 +557,31 @@ def init(
     Example:
 
       seel init ~/ibmfl/examples/configs/iter_avg/sklearn --engine ibmfl
+
+      seel init ./my-flower-app --engine flower     # also writes its SuperLink/SuperNode configs
     """
     from seel.engine import shipped_engines
+    from seel.flowerstart import flower_starter
     from seel.starter import starter_sweep
 
     if engine not in shipped_engines():
         raise _fail(f"--engine: expected one of {', '.join(shipped_engines())}, got {engine!r}")
     target = out or Path(f"{config_dir.resolve().name}-sweep.yml")
-    if target.exists() and not force:
-        raise _fail(f"{target}: exists (use --force to overwrite)")
+    files: dict[Path, str] = {}
     with _errors(debug):
-        text = starter_sweep(config_dir, engine, target, root)
+        if engine == "flower":
+            text, files = flower_starter(config_dir, target)
+        else:
+            text = starter_sweep(config_dir, engine, target, root)
+    for path in [target, *files]:
+        if path.exists() and not force:
+            raise _fail(f"{path}: exists (use --force to overwrite)")
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
     target.write_text(text)
-    print(f"wrote {target}: uncomment the parameters to sweep, then: seel validate {target}")
+    also = f" (and its configs in {next(iter(files)).parent})" if files else ""
+    print(f"wrote {target}{also}: uncomment the parameters to sweep, then: seel validate {target}")
 
 
 def main() -> None:

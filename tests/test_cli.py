@@ -121,6 +121,29 @@ def test_init_writes_a_sweep_that_validates(tmp_path: Path) -> None:
     assert "2 trials on engine builtin" in checked.stdout
 
 
+
+def test_init_on_a_flower_app_writes_its_configs_and_a_sweep_that_validates(tmp_path: Path) -> None:
+    pytest.importorskip("tomlkit")  # the Flower engine's TOML edits (seel[flower])
+    target = tmp_path / "sweeps" / "digits.yml"
+    target.parent.mkdir()
+    app_dir = ROOT / "sweeps" / "flower-app"
+    result = CliRunner().invoke(app, ["init", str(app_dir), "--engine", "flower", "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    text = target.read_text()
+    assert "engine: flower" in text and "  # run_config.lr: {values: [0.5]}" in text
+    superlink = (tmp_path / "sweeps" / "flower-app-configs" / "superlink.yml").read_text()
+    assert "  num-server-rounds: 3\n" in superlink  # the app's config, with its values
+    assert "num-partitions: 2" in (tmp_path / "sweeps" / "flower-app-configs" / "supernode1.yml").read_text()
+    again = CliRunner().invoke(app, ["init", str(app_dir), "--engine", "flower", "--out", str(target)])
+    assert again.exit_code == 2 and "exists" in again.output
+    target.write_text(text.replace("  # run_config.lr: {values: [0.5]}", "  run_config.lr: {values: [0.5, 0.1]}"))
+    checked = CliRunner().invoke(app, ["validate", str(target)])
+    assert checked.exit_code == 0, checked.output
+    assert "2 trials on engine flower" in checked.stdout
+    not_an_app = CliRunner().invoke(app, ["init", str(tmp_path), "--engine", "flower"])
+    assert not_an_app.exit_code == 2
+    assert "pyproject.toml: missing: expected a Flower app" in not_an_app.output
+
 def test_engines_lists_both(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["engines"])
     assert result.exit_code == 0
