@@ -29,6 +29,7 @@ from seel.errors import RunDirError
 from seel.loadflag import timeouts_track_load
 from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Status
+from seel.partycount import COUNT_PARAMETER
 from seel.render.best import lower_is_better
 from seel.results import is_metric_column
 from seel.store import RESULTS_PARQUET
@@ -360,9 +361,9 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
                 if all(e.spread == 0 for e in compared)
                 else "no metric moved beyond noise"
             )
-            report.flags.append(
-                f"{parameter}: {n_values} values, {moved} — does the engine read this key?"
-            )
+            # the number of parties is no key of a config: no engine can fail to read it
+            question = "" if parameter == COUNT_PARAMETER else " — does the engine read this key?"
+            report.flags.append(f"{parameter}: {n_values} values, {moved}{question}")
         for value, group in sorted(
             per_trial.group_by(parameter), key=lambda kv: _sort_key(kv[0][0])
         ):

@@ -323,23 +323,33 @@ def validate(
             print(f"  {name} = {value!r} (fixed)")
         if spec.repeats > 1:
             print(f"  repeats: {spec.repeats}")
-        originals = plan.configs.paths()
-        docs = plan.configs.docs()
-        ports = []
-        for doc, proc in zip(
-            docs, [engine.aggregator] + [engine.party] * plan.n_parties, strict=True
-        ):
-            ports.append(int(yamledit.get_path(doc, proc.port_keys[0])))
+        # The ports each config names, so that a diff shows none changed; party i of a trial is
+        # made from the config plan.config_paths names (and shown against it).
+        base_ports = {
+            path: int(yamledit.get_path(doc, proc.port_keys[0]))
+            for path, doc, proc in zip(
+                plan.configs.paths(),
+                plan.configs.docs(),
+                [engine.aggregator] + [engine.party] * plan.n_parties,
+                strict=True,
+            )
+        }
         for index in range(min(show, spec.trial_count()) if spec.search is None else 0):
             trial = trial_at(spec, index)
-            agg, parties = plan.docs_for(trial, ports)
+            originals = plan.config_paths(plan.parties_of(trial))
+            agg, parties = plan.docs_for(trial, [base_ports[p] for p in originals])
             print(f"\n{trial.trial_id}: " + " ".join(f"{k}={v!r}" for k, v in trial.params.items()))
-            for original, doc in zip(originals, [agg, *parties], strict=True):
+            for position, (original, doc) in enumerate(
+                zip(originals, [agg, *parties], strict=True)
+            ):
+                # a config that several parties are made from: each party's own diff
+                reused = position > plan.n_parties
+                name = f"{original.name} (party {position - 1})" if reused else original.name
                 diff = difflib.unified_diff(
                     original.read_text().splitlines(),
                     yamledit.dump(doc).splitlines(),
                     str(original),
-                    f"{trial.trial_id}/{original.name}",
+                    f"{trial.trial_id}/{name}",
                     n=0,
                     lineterm="",
                 )

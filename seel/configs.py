@@ -38,6 +38,7 @@ class BaseConfigs:
 
     @property
     def n_parties(self) -> int:
+        """The number of party configs (a trial may run more or fewer: `parties.count`)."""
         return len(self.party_paths)
 
     def paths(self) -> list[Path]:
@@ -49,11 +50,16 @@ class BaseConfigs:
         return [self.aggregator, *self.parties]
 
     def targeted(self, target: Target) -> list[tuple[Path, CommentedMap]]:
-        """The (path, document) pairs a target writes to."""
+        """The (path, document) pairs a target writes to (`party[i]`: the config party i is made
+        from; the number of parties: none)."""
         if target.process == "aggregator":
             return [(self.aggregator_path, self.aggregator)]
+        if target.process == "trial":
+            return []
         pairs = list(zip(self.party_paths, self.parties, strict=True))
-        return pairs if target.party_index is None else [pairs[target.party_index]]
+        if target.party_index is None:
+            return pairs
+        return [pairs[target.party_index % len(pairs)]]
 
     def check(self, target: Target, values: Sequence[Any]) -> None:
         """Check the target key exists and takes each value; ValueError says why not."""

@@ -80,6 +80,13 @@ class ProcessDef:
     # a config key holding a round r > 0: the process is killed (SIGKILL to its group, and what
     # it started in sessions of its own) when round r starts; the trial goes on without it
     kill_at_round_key: str | None = None
+    # when a sweep sets the number of parties (`parties.count`): keys set to the party's index
+    # (parties only) and to the number of parties of the trial
+    index_keys: tuple[str, ...] = ()
+    count_keys: tuple[str, ...] = ()
+    # keys whose value must differ between a trial's parties (a party's own data file): a count
+    # that would make two parties of one config is refused unless a `party[i]` sets them apart
+    unique_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -346,9 +353,10 @@ def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
         "stop_line",
         "toml_edits",
         "kill_at_round_key",
+        "count_keys",
     }
     if party:
-        allowed.add("aggregator_port_keys")
+        allowed |= {"aggregator_port_keys", "index_keys", "unique_keys"}
     r.check_keys(doc, allowed)
     edits = []
     for i, edit in enumerate(r.get(doc, "toml_edits", list, [])):
@@ -372,6 +380,9 @@ def _process(doc: Any, r: _Reader, party: bool) -> ProcessDef:
         stop_line=r.get(doc, "stop_line", str, None),
         toml_edits=tuple(edits),
         kill_at_round_key=r.get(doc, "kill_at_round_key", str, None),
+        index_keys=r.dotted(doc, "index_keys") if party else (),
+        count_keys=r.dotted(doc, "count_keys"),
+        unique_keys=r.dotted(doc, "unique_keys") if party else (),
     )
 
 

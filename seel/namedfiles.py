@@ -24,20 +24,23 @@ from seel.space import Target
 from seel.sweep import SweepSpec
 
 
-def _targets(target: Target, index: int) -> bool:
-    """Whether a sweep target reaches config `index` (0: the aggregator, 1..: the parties)."""
+def _targets(target: Target, index: int, n_configs: int) -> bool:
+    """Whether a sweep target reaches config `index` (0: the aggregator, 1..: the parties; party
+    i of a trial is made from config i mod n_configs)."""
     if target.process == "aggregator":
         return index == 0
-    return index > 0 and target.party_index in (None, index - 1)
+    if target.process != "party" or index == 0:
+        return False
+    return target.party_index is None or target.party_index % n_configs == index - 1
 
 
 def _swept_values(spec: SweepSpec, key: str, index: int) -> Iterator[tuple[object, str, Any]]:
     """(file, key, value) of every swept or fixed value that a trial may put at `key`."""
     for name, target, value in spec.fixed:
-        if target.path == key and _targets(target, index):
+        if target.path == key and _targets(target, index, spec.configs.n_parties):
             yield COMMAND_LINE, name, value  # fixed values come from the command line
     for param in spec.space.parameters:
-        if param.target.path == key and _targets(param.target, index):
+        if param.target.path == key and _targets(param.target, index, spec.configs.n_parties):
             for value in param.dist.probe_values():
                 yield spec.path, f"parameters.{param.name}", value
 

@@ -25,9 +25,10 @@ _PARTY_INDEXED = re.compile(r"party\[([^\]]*)\]\.(.*)", re.DOTALL)
 
 @dataclass(frozen=True)
 class Target:
-    """Where a parameter lands: the aggregator config, every party config, or one party config."""
+    """Where a parameter lands: the aggregator config, every party config, one party's config, or
+    a setting of the trial itself (`trial`: the number of parties)."""
 
-    process: Literal["aggregator", "party"]
+    process: Literal["aggregator", "party", "trial"]
     party_index: int | None
     path: str
 
@@ -40,8 +41,10 @@ class Target:
         return self.party_index == other.party_index
 
 
-def parse_target(name: str, n_parties: int) -> Target:
-    """Parse a parameter name into its target; ValueError says what is wrong."""
+def parse_target(name: str, n_parties: int | None) -> Target:
+    """Parse a parameter name into its target; ValueError says what is wrong.
+
+    With `n_parties` None, a party index is not checked here (the caller checks it)."""
     if name == "party" or name.startswith("party["):
         match = _PARTY_INDEXED.fullmatch(name)
         if match is None:
@@ -50,7 +53,7 @@ def parse_target(name: str, n_parties: int) -> Target:
         if not index_text.isascii() or not index_text.isdigit():
             raise ValueError(f"party index {index_text!r} is not a non-negative integer")
         index = int(index_text)
-        if index >= n_parties:
+        if n_parties is not None and index >= n_parties:
             raise ValueError(
                 f"party index {index} is out of range: there are {n_parties} party configs"
                 f" (indexes 0 to {n_parties - 1})"

@@ -27,6 +27,13 @@ from seel.grammar import (
     parse_override,
     parse_value_spec,
 )
+from seel.partycount import (
+    COUNT_PARAMETER,
+    COUNT_TARGET,
+    PartyCount,
+    check_count,
+    check_distribution,
+)
 from seel.ports import parse_port_range
 from seel.space import Listed, Parameter, SearchSpace, Target, parse_target
 
@@ -79,6 +86,15 @@ class SweepSpec:
     @property
     def parameters(self) -> tuple[Parameter, ...]:
         return self.space.parameters
+
+    @property
+    def party_count(self) -> PartyCount:
+        """How many parties its trials run (`parties.count`, else one per party config)."""
+        return PartyCount.of(
+            self.configs.n_parties,
+            [(p.target, p.dist) for p in self.parameters],
+            [(t, v) for _, t, v in self.fixed],
+        )
 
     def trial_count(self) -> int:
         """Trials of the grid expansion: the product of the value counts, times repeats."""
@@ -265,8 +281,13 @@ def _search(sweep: Path, raw: Any, overrides: list[Override]) -> dict[str, Any] 
     return search
 
 
+def _target(name: str) -> Target:
+    """A parameter name's target; party indexes are checked once the counts are known."""
+    return COUNT_TARGET if name == COUNT_PARAMETER else parse_target(name, None)
+
+
 def _parameters(
-    sweep: Path, raw: Any, n_parties: int, *, grid: bool
+    sweep: Path, raw: Any, *, grid: bool
 ) -> tuple[list[Parameter], dict[str, tuple[object, str]]]:
     """The `parameters:` mapping, and where each one was written (for error messages)."""
     if raw is None:
@@ -279,7 +300,7 @@ def _parameters(
         if not isinstance(param_name, str):
             raise SpecError(sweep, key, "parameter names must be strings")
         try:
-            target = parse_target(param_name, n_parties)
+            target = _target(param_name)
         except ValueError as exc:
             raise SpecError(sweep, key, str(exc)) from None
         try:
@@ -287,6 +308,11 @@ def _parameters(
         except ValueSpecError as exc:
             field_key = key if exc.field is None else f"{key}.{exc.field}"
             raise SpecError(sweep, field_key, exc.why) from None
+        if target == COUNT_TARGET:
+            try:
+                check_distribution(dist)
+            except ValueError as exc:
+                raise SpecError(sweep, key, str(exc)) from None
         parameters.append(Parameter(param_name, target, dist))
     origin: dict[str, tuple[object, str]] = {
         p.name: (sweep, f"parameters.{p.name}") for p in parameters
@@ -298,7 +324,6 @@ def _apply_key_overrides(
     overrides: list[Override],
     parameters: list[Parameter],
     origin: dict[str, tuple[object, str]],
-    n_parties: int,
 ) -> list[tuple[str, Target, Any]]:
     """Command-line KEY=... overrides: a swept one replaces or adds a parameter, a fixed one
     replaces a parameter of the same target. Returns the fixed ones."""
@@ -306,7 +331,10 @@ def _apply_key_overrides(
     for override in overrides:
         key = override.key
         try:
-            target = parse_target(key, n_parties)
+            target = _target(key)
+            if target == COUNT_TARGET:
+                for value in override.values:
+                    check_count(value)
         except ValueError as exc:
             raise SpecError(COMMAND_LINE, key, str(exc)) from None
         existing = next((i for i, p in enumerate(parameters) if p.target == target), None)
@@ -330,7 +358,17 @@ def _check_against_configs(
     origin: dict[str, tuple[object, str]],
     fixed: Sequence[tuple[str, Target, Any]],
 ) -> None:
-    """Every key exists and takes its values; no two entries write the same key."""
+    """Every party index names a party of every trial, every key exists and takes its values; no
+    two entries write the same key."""
+    count = PartyCount.of(
+        configs.n_parties, [(p.target, p.dist) for p in parameters], [(t, v) for _, t, v in fixed]
+    )
+    indexed = [(*origin[p.name], p.target) for p in parameters]
+    indexed += [(COMMAND_LINE, name, target) for name, target, _ in fixed]
+    for file, key, target in indexed:
+        problem = None if target.party_index is None else count.index_problem(target.party_index)
+        if problem is not None:
+            raise SpecError(file, key, problem)
     for parameter in parameters:
         file, key = origin[parameter.name]
         try:
@@ -393,15 +431,13 @@ def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     timeouts = _timeouts(sweep, raw.get("timeouts"))
     configs = BaseConfigs.load(*_config_paths(sweep, raw.get("configs")))
 
-    parameters, origin = _parameters(
-        sweep, raw.get("parameters"), configs.n_parties, grid=search is None
-    )
+    parameters, origin = _parameters(sweep, raw.get("parameters"), grid=search is None)
     key_overrides = [
         o
         for o in parsed
         if o.key not in _SETTING_PARSERS and o.key != SEARCH and not o.key.startswith(f"{SEARCH}.")
     ]
-    fixed = _apply_key_overrides(key_overrides, parameters, origin, configs.n_parties)
+    fixed = _apply_key_overrides(key_overrides, parameters, origin)
     _check_against_configs(configs, parameters, origin, fixed)
 
     return SweepSpec(

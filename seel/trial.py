@@ -269,7 +269,9 @@ class _TrialRun:
 
     async def _lifecycle(self) -> None:
         plan = self.ctx.plan
-        self.ports = await asyncio.to_thread(self.ctx.ports.reserve, 1 + plan.n_parties)
+        self.ports = await asyncio.to_thread(
+            self.ctx.ports.reserve, 1 + plan.parties_of(self.trial)
+        )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)

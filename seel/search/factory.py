@@ -55,7 +55,7 @@ def search_settings(plan: Plan) -> SearchSettings | None:
         spec.search,
         spec.path,
         engine_facts(plan.engine),
-        plan.n_parties,
+        plan.count.smallest,  # a `parties: i` objective names a party of every trial
         grid_size(spec.space),
         spec.repeats,
     )

@@ -121,7 +121,7 @@ def parse_search(
     """The `search:` section, checked against the engine and the space; None when there is none.
 
     `grid_size` is the number of configurations a grid sweeps (None: a parameter without a grid,
-    so the grid sampler cannot be used).
+    so the grid sampler cannot be used); `n_parties` is the fewest parties a trial can have.
     """
     if raw is None:
         return None
@@ -220,7 +220,10 @@ def _objective(doc: Any, r: _Reader, key: str, engine: EngineFacts, n_parties: i
     if isinstance(parties, bool) or not (parties in PARTY_REDUCTIONS or isinstance(parties, int)):
         raise r.fail(f"{key}.parties", f"expected mean, min, max or a party index, got {parties!r}")
     if isinstance(parties, int) and not 0 <= parties < n_parties:
-        raise r.fail(f"{key}.parties", f"no party {parties} (the sweep has {n_parties})")
+        raise r.fail(
+            f"{key}.parties",
+            f"no party {parties} in every trial (the smallest trial has {n_parties} parties)",
+        )
     direction = doc.get("direction", _default_direction(metric))
     if direction not in DIRECTIONS:
         raise r.fail(f"{key}.direction", f"expected maximize or minimize, got {direction!r}")
