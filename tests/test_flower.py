@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from seel import yamledit
 from seel.context import Machine, TrialContext
 from seel.events import Event, RoundFinished
 from seel.outcome import Outcome, Status
@@ -303,13 +304,15 @@ async def timeouts(tmp_path: Path) -> None:
 
 
 async def cli_sweep(tmp_path: Path) -> None:
-    """`seel run` on two SuperNodes: per-round records, per-party metrics, an app_config edit
-    that keeps the app's comments, and nothing left when it is over."""
-    sweep = write_sweep(tmp_path, 2, {"init": 120, "train": 240})
+    """`seel run` on two SuperNodes made from one config (`parties.count`): per-round records,
+    per-party metrics, an app_config edit that keeps the app's comments, and nothing left when it
+    is over."""
+    sweep = write_sweep(tmp_path, 1, {"init": 120, "train": 240})
     text = sweep.read_text()
     doc = json.loads(text)
     doc["parameters"]["app_config.batch-size"] = {"values": [16]}
-    doc["parameters"]["run_config.min-nodes"] = {"values": [2]}
+    del doc["parameters"]["run_config.min-nodes"]  # the count sets it
+    doc["parameters"]["parties.count"] = {"values": [2]}
     sweep.write_text(json.dumps(doc))
     out = tmp_path / "run"
     seel = await asyncio.create_subprocess_exec(
@@ -328,8 +331,13 @@ async def cli_sweep(tmp_path: Path) -> None:
     [record] = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
     assert record["status"] == "ok", record["reason"]
     assert record["rounds_completed"] == 1 and len(record["round_accuracies"]) == 1
+    assert len(record["parties"]) == 2
     for party in record["parties"]:
         assert set(party["metrics"]) == {"loss", "acc", "num-examples"}
+    trial_dir = out / "trials" / "t00000"
+    nodes = [yamledit.to_plain(yamledit.load_roundtrip(trial_dir / f"config_party{i}.yml"))["node_config"] for i in range(2)]
+    assert nodes == [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    assert yamledit.to_plain(yamledit.load_roundtrip(trial_dir / "config_agg.yml"))["run_config"]["min-nodes"] == 2
     rounds_file = out / "trials" / "t00000" / "rounds.jsonl"
     rounds = [json.loads(line) for line in rounds_file.read_text().splitlines()]
     assert rounds[0]["round"] == 1

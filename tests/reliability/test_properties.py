@@ -84,6 +84,7 @@ NAMES = [
     "party[0].data.info.alpha",
     "party[1].simulation.crash_at_round",
     "party[2].data.info.alpha",
+    "parties.count",
     "party[-1].data.info.alpha",
     "party[x].data",
     "party.",
