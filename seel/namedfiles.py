@@ -24,23 +24,31 @@ from seel.space import Target
 from seel.sweep import SweepSpec
 
 
-def _targets(target: Target, index: int, n_configs: int) -> bool:
-    """Whether a sweep target reaches config `index` (0: the aggregator, 1..: the parties; party
-    i of a trial is made from config i mod n_configs)."""
+def _targets(spec: SweepSpec, target: Target, index: int, *, every: bool) -> bool:
+    """Whether a sweep target reaches config `index` (0: the aggregator, 1..: the parties): the
+    config that party i of a trial is made from is i mod the number of configs. With `every`:
+    whether it sets the key for every party made from that config."""
     if target.process == "aggregator":
         return index == 0
     if target.process != "party" or index == 0:
         return False
-    return target.party_index is None or target.party_index % n_configs == index - 1
+    if target.party_index is None:
+        return True
+    n_configs = spec.configs.n_parties
+    if every:  # a config several parties are made from keeps its own value for the others
+        return target.party_index == index - 1 and spec.party_count.largest <= n_configs
+    return target.party_index % n_configs == index - 1
 
 
-def _swept_values(spec: SweepSpec, key: str, index: int) -> Iterator[tuple[object, str, Any]]:
+def _swept_values(
+    spec: SweepSpec, key: str, index: int, *, every: bool = False
+) -> Iterator[tuple[object, str, Any]]:
     """(file, key, value) of every swept or fixed value that a trial may put at `key`."""
     for name, target, value in spec.fixed:
-        if target.path == key and _targets(target, index, spec.configs.n_parties):
+        if target.path == key and _targets(spec, target, index, every=every):
             yield COMMAND_LINE, name, value  # fixed values come from the command line
     for param in spec.space.parameters:
-        if param.target.path == key and _targets(param.target, index, spec.configs.n_parties):
+        if param.target.path == key and _targets(spec, param.target, index, every=every):
             for value in param.dist.probe_values():
                 yield spec.path, f"parameters.{param.name}", value
 
@@ -48,7 +56,7 @@ def _swept_values(spec: SweepSpec, key: str, index: int) -> Iterator[tuple[objec
 def _candidates(
     spec: SweepSpec, config: Path, doc: CommentedMap, key: str, index: int
 ) -> Iterator[tuple[object, str, Any]]:
-    overridden = any(True for _ in _swept_values(spec, key, index))
+    overridden = any(True for _ in _swept_values(spec, key, index, every=True))
     if not overridden and yamledit.has_path(doc, key):
         yield config, key, yamledit.get_path(doc, key)
     yield from _swept_values(spec, key, index)

@@ -327,6 +327,10 @@ def test_ibmfl_runs_up_to_one_party_per_config(tmp_path: Path) -> None:
         "data/data_party1.npz",
         "data/own.npz",
     ]
+    # party 0 still reads config 0's own file: it is still checked
+    (tmp_path / "configs" / "data" / "data_party0.npz").unlink()
+    error = spec_error(tmp_path / "sweep.yml")
+    assert (Path(error.file).name, error.key) == ("config_party0.yml", "data.info.npz_file")
 
 
 # -- a real sweep ---------------------------------------------------------------------------
@@ -386,3 +390,12 @@ def test_plan_counts_for_a_trial_spec(tmp_path: Path) -> None:
         "party_index": 0,
         "num_parties": 1,
     }
+
+
+def test_validate_shows_each_party_made_from_a_config(tmp_path: Path) -> None:
+    path = sweep(tmp_path, {COUNT_PARAMETER: {"values": [3]}})
+    result = CliRunner().invoke(app, ["validate", str(path), "--show", "1"])
+    assert result.exit_code == 0, result.output
+    assert "t00000/config_party0.yml (party 2)" in result.stdout
+    assert "+    party_index: 2" in result.stdout
+    assert "+    num_parties: 3               # registrations needed" in result.stdout
