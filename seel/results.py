@@ -1,6 +1,8 @@
 """The results schema: what a row of `results.parquet` / `results.csv` is, defined once.
 
-One row per trial and party (a trial with no party gets one row, with `party` null). Columns: the
+One row per trial and party it ran (a trial with no party gets one row, with `party` null): when
+a sweep sets `parties.count`, trials have as many rows as parties, and a wider view (one column
+per party) is null where a trial had fewer. Columns: the
 trial columns below, one column per swept parameter (named as in the sweep file), one
 `duration.PHASE_s` column per phase the trial went through, and one column per metric the party
 printed (named as the engine names it: `acc`, `precision weighted`). A metric that is not finite is
