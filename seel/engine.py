@@ -81,7 +81,8 @@ class ProcessDef:
     # it started in sessions of its own) when round r starts; the trial goes on without it
     kill_at_round_key: str | None = None
     # when a sweep sets the number of parties (`parties.count`): keys set to the party's index
-    # (parties only) and to the number of parties of the trial
+    # (parties only) and to the number of parties of the trial; a party's must be in its config,
+    # the aggregator's are set where its config has them (an app's own `min-nodes`)
     index_keys: tuple[str, ...] = ()
     count_keys: tuple[str, ...] = ()
     # keys whose value must differ between a trial's parties (a party's own data file): a count

@@ -111,6 +111,8 @@ def flower_starter(app_dir: Path, out: Path) -> tuple[str, dict[Path, str]]:
         *candidates,
         "  # a SuperNode lost when a round starts (a fault to sweep)",
         "  # party[0].fault.kill_at_round: {values: [0, 2]}",
+        "  # the number of SuperNodes (SuperNode i gets partition-id i of num-partitions N)",
+        "  # parties.count: {values: [2, 3]}",
         "repeats: 1",
         "parallel: 1                    # a deployment takes ~1.5 GB and most of 2 cores at peak",
         f"# timeouts: {{{timeouts}}}   # the engine's, per phase, s",

@@ -88,7 +88,7 @@ class Plan:
             for key in (*proc.port_keys, *proc.aggregator_port_keys):
                 if not yamledit.has_path(doc, key):
                     raise SpecError(path, key, f"missing: the {eng.name} engine writes a port here")
-            if self.count.swept:
+            if self.count.swept and proc is eng.party:  # how a party learns its place: needed
                 written = [(k, "the number of parties") for k in proc.count_keys]
                 written += [(k, "the party's index") for k in proc.index_keys]
                 for key, what in written:
@@ -196,8 +196,9 @@ class Plan:
         agg = copy_doc(agg)
         parties = [copy_doc(configs[self.count.config_of(i)]) for i in range(n_parties)]
         if self.count.swept:
-            for key in self.engine.aggregator.count_keys:
-                yamledit.set_path(agg, key, n_parties)
+            for key in self.engine.aggregator.count_keys:  # where the aggregator's config has it
+                if yamledit.has_path(agg, key):
+                    yamledit.set_path(agg, key, n_parties)
             for index, doc in enumerate(parties):
                 for key in self.engine.party.index_keys:
                     yamledit.set_path(doc, key, index)

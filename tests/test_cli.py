@@ -136,10 +136,11 @@ def test_init_on_a_flower_app_writes_its_configs_and_a_sweep_that_validates(tmp_
     assert "num-partitions: 2" in (tmp_path / "sweeps" / "flower-app-configs" / "supernode1.yml").read_text()
     again = CliRunner().invoke(app, ["init", str(app_dir), "--engine", "flower", "--out", str(target)])
     assert again.exit_code == 2 and "exists" in again.output
-    target.write_text(text.replace("  # run_config.lr: {values: [0.5]}", "  run_config.lr: {values: [0.5, 0.1]}"))
+    text = text.replace("  # run_config.lr: {values: [0.5]}", "  run_config.lr: {values: [0.5, 0.1]}")
+    target.write_text(text.replace("  # parties.count: {values: [2, 3]}", "  parties.count: {values: [2, 3]}"))
     checked = CliRunner().invoke(app, ["validate", str(target)])
     assert checked.exit_code == 0, checked.output
-    assert "2 trials on engine flower" in checked.stdout
+    assert "4 trials on engine flower" in checked.stdout
     not_an_app = CliRunner().invoke(app, ["init", str(tmp_path), "--engine", "flower"])
     assert not_an_app.exit_code == 2
     assert "pyproject.toml: missing: expected a Flower app" in not_an_app.output

@@ -259,13 +259,25 @@ def test_validation_runs_at_the_smallest_count(tmp_path: Path) -> None:
     assert error.why.startswith("with 2 parties (parties.count): 3 parties required")
 
 
-def test_a_config_without_the_count_key_is_named(tmp_path: Path) -> None:
+def test_a_party_config_without_its_index_key_is_named(tmp_path: Path) -> None:
     path = sweep(tmp_path, {COUNT_PARAMETER: {"values": [2]}})
-    agg = tmp_path / "configs" / "config_agg.yml"
-    agg.write_text(agg.read_text().replace("    num_parties: 2", ""))
+    party = tmp_path / "configs" / "config_party1.yml"
+    party.write_text(party.read_text().replace("    party_index: 1", ""))
     error = spec_error(path)
-    assert (error.file, error.key) == (str(agg), "hyperparams.global.num_parties")
-    assert "writes the number of parties here (parties.count)" in error.why
+    assert (error.file, error.key) == (str(party), "data.info.party_index")
+    assert "writes the party's index here (parties.count)" in error.why
+
+
+def test_an_aggregator_count_key_is_set_where_the_config_has_it(tmp_path: Path) -> None:
+    """Flower's `min-nodes` is the shipped app's own run_config key: another app may not have it."""
+    path = sweep(tmp_path, {COUNT_PARAMETER: {"values": [3]}}, engine="flower", parties=1)
+    superlink = tmp_path / "configs" / "superlink.yml"
+    superlink.write_text(superlink.read_text().replace("  min-nodes: 2\n", ""))
+    agg, parties = plan_of(path).docs_for(
+        TrialSpec("t00000", 0, {COUNT_PARAMETER: 3}, 0, 0), list(range(7000, 7004))
+    )
+    assert "min-nodes" not in plain(agg)["run_config"]
+    assert plain(parties[2])["node_config"] == {"partition-id": 2, "num-partitions": 3}
 
 
 def test_index_and_unique_keys_are_party_keys(tmp_path: Path) -> None:
