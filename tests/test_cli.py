@@ -182,6 +182,23 @@ def test_dashboard_renders_and_ctrl_c_exits_130_leaving_nothing(tmp_path: Path) 
     assert (out / "results.parquet").exists()
 
 
+def test_ctrl_c_before_the_sweeps_handler_exits_130_not_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until SEEL's handler is installed (the sweep read and checked, a cluster connected),
+    Python raises KeyboardInterrupt: it exits 130 (typer's doing; click alone would say
+    "Aborted!" and exit 1)."""
+    import seel.cli
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seel.cli, "prepare", interrupted)
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 130, result.output
+    assert result.stdout == ""
+
+
 NEEDS_DATA = "ibmfl-iter-avg.yml"  # its data and model files are written by `seel ibmfl data`
 
 

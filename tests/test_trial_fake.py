@@ -27,6 +27,8 @@ FAKE = Path(__file__).parent / "children" / "fakefl.py"
 PHASES = ["init", "start", "register", "train", "eval", "stop"]
 # init also covers three interpreters starting up, on a machine that may be busy
 FAST = {"init": 5, "start": 1, "register": 1, "train": 1, "eval": 1, "stop": 1}
+# For a trial that must end ok and waits for no timeout: bounds only a stalled test would meet.
+ROOMY = dict.fromkeys(PHASES, 60.0)
 
 
 @dataclass
@@ -132,7 +134,13 @@ def transcript(run_dir: Path, trial_id: str, name: str) -> str:
 
 
 async def test_ibmfl_trial_ok(tmp_path: Path) -> None:
-    result, sink = await run(tmp_path, write_sweep(tmp_path, "ibmfl"))
+    sweep = write_sweep(tmp_path, "ibmfl", timeouts=ROOMY)
+    doc = json.loads(sweep.read_text())
+    # The parties must end by the stop line, which they do at once: the grace period after it is
+    # a bound for a busy machine, not the fake's 0.5 s, after which a SIGTERM would end them.
+    doc["engine"]["stop"]["grace_s"] = 30.0
+    sweep.write_text(json.dumps(doc))
+    result, sink = await run(tmp_path, sweep)
     run_dir = result.run_dir
     [record] = ledger(run_dir)
     assert record["status"] == "ok", record["reason"]

@@ -430,9 +430,12 @@ class Fake:
                 self.metrics_line()
             if self.fresh("stop", seen):
                 if self.ibmfl:
+                    # Stopping before saying so: the controller sends its stop line once it sees
+                    # the message, and the main thread may read that line before this thread
+                    # runs again (a busy machine), which would take it for a STOP command.
+                    self.stopping = True  # leaves only after the next line on stdin
                     self.log("Received request in PH 14", "ibmfl.party.party_protocol_handler")
                     self.log("received a STOP request", "ibmfl.party.party_protocol_handler")
-                    self.stopping = True  # leaves only after the next line on stdin
                     return
                 self.fault("STOP")
                 self.log("received a STOP request", "seel.fl.party.party")
