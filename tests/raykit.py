@@ -4,6 +4,10 @@
 Every node of a `ray.cluster_utils.Cluster` is a raylet of this machine, so "no process left on
 any node" is checked by scanning this machine's /proc for the run's mark (SEEL_RUN_ID=<run id>),
 which every process a trial starts carries, on whichever node it ran.
+
+One cluster serves every test of a session that asks for the `ray_cluster` fixture
+(tests/conftest.py): started by the first such test, stopped after the last. A test may add or
+remove nodes (an odd node, a lost node); after it, the cluster is put back as it found it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +28,10 @@ import pytest
 FAKE = Path(__file__).parent / "children" / "fakefl.py"
 SEEL = [sys.executable, "-m", "seel.cli"]
 SMALL_STORE = 80 << 20  # object store per node: what a test needs, far below the default
+
+
+WORKERS = 3  # worker nodes of the shared cluster, of 1 CPU each: two busy, one to rerun on
+NODES_SETTLE_S = 60.0  # for Ray to see a node go (one killed is noticed by missed heartbeats)
 
 
 def start_cluster(workers: list[dict[str, Any]]) -> Any:
@@ -38,9 +47,53 @@ def start_cluster(workers: list[dict[str, Any]]) -> Any:
         },
     )
     for args in workers:
-        cluster.add_node(**{"num_cpus": 1, "object_store_memory": SMALL_STORE, **args})
+        add_worker(cluster, **args)
     cluster.wait_for_nodes()
     return cluster
+
+
+def add_worker(cluster: Any, **args: Any) -> Any:
+    """A worker node of 1 CPU (add_node arguments override)."""
+    return cluster.add_node(**{"num_cpus": 1, "object_store_memory": SMALL_STORE, **args})
+
+
+class SharedCluster:
+    """The session's cluster: started at the first `get`, stopped by `shutdown` (which may be
+    called more than once)."""
+
+    def __init__(self) -> None:
+        self._cluster: Any = None
+        self._closed = False
+
+    def get(self) -> Any:
+        assert not self._closed, "the shared Ray cluster was asked for after its last user"
+        if self._cluster is None:
+            self._cluster = start_cluster([{} for _ in range(WORKERS)])
+        return self._cluster
+
+    def shutdown(self) -> None:
+        self._closed = True
+        if self._cluster is not None:
+            cluster, self._cluster = self._cluster, None
+            cluster.shutdown()
+
+
+@contextmanager
+def restored(cluster: Any, put_back: bool = True) -> Iterator[None]:
+    """A test on the cluster as the last one left it, once Ray has seen every change (a node a
+    test killed is seen gone only after missed heartbeats: waited for here rather than after that
+    test, so other tests run meanwhile). After the test, nodes it added are removed and nodes
+    it removed are replaced by standard workers (unless not `put_back`: no test follows)."""
+    cluster.wait_for_nodes(timeout=NODES_SETTLE_S)
+    before = list(cluster.worker_nodes)
+    try:
+        yield
+    finally:
+        if put_back:
+            for node in [n for n in cluster.worker_nodes if n not in before]:
+                cluster.remove_node(node)
+            for _ in range(len(before) - len(cluster.worker_nodes)):
+                add_worker(cluster)
 
 
 def fake_sweep(tmp: Path, agg_args: list[str], name: str = "ray-fake") -> Path:

@@ -1,13 +1,11 @@
-"""Faults on a real multi-node Ray cluster on this machine (a head and three worker nodes).
-
-One cluster serves the module. Each sweep's trials hold in their train phase until the test
+"""Faults on a real multi-node Ray cluster on this machine (a head and three worker nodes, the
+session's: tests/conftest.py). Each sweep's trials hold in their train phase until the test
 creates a file, so a fault always strikes trials that are running.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from tests.raykit import (
     ledger,
     node_of,
     run_processes,
-    start_cluster,
     wait_gone,
 )
 
@@ -34,15 +31,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 GONE_WITHIN_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    cluster = start_cluster([{"resources": {"worker": 1}} for _ in range(3)])
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
-
-
 def held_sweep(tmp_path: Path, trials: int) -> tuple[Path, Path]:
     hold = tmp_path / "go"
     args = [f"--hold-train-until {hold} --rounds {i + 1}" for i in range(trials)]
@@ -50,11 +38,11 @@ def held_sweep(tmp_path: Path, trials: int) -> tuple[Path, Path]:
 
 
 def test_ctrl_c_stops_every_trial_on_every_node_through_the_ladder(
-    cluster: Any, tmp_path: Path
+    ray_cluster: Any, tmp_path: Path
 ) -> None:
     sweep, _ = held_sweep(tmp_path, 3)
     out = tmp_path / "run"
-    ctl = Controller([str(sweep), "--ray", cluster.address, "--out", str(out), "--parallel", "2"], tmp_path)
+    ctl = Controller([str(sweep), "--ray", ray_cluster.address, "--out", str(out), "--parallel", "2"], tmp_path)
     ctl.wait_for(in_phase("train", 2))
     assert ctl.run_id is not None and run_processes(ctl.run_id)
     ctl.signal(signal.SIGINT)
@@ -70,11 +58,11 @@ def test_ctrl_c_stops_every_trial_on_every_node_through_the_ladder(
 
 
 def test_sigkilled_controller_leaves_no_process_and_the_same_command_resumes(
-    cluster: Any, tmp_path: Path
+    ray_cluster: Any, tmp_path: Path
 ) -> None:
     sweep, hold = held_sweep(tmp_path, 3)
     out = tmp_path / "run"
-    args = [str(sweep), "--ray", cluster.address, "--out", str(out), "--parallel", "2"]
+    args = [str(sweep), "--ray", ray_cluster.address, "--out", str(out), "--parallel", "2"]
     ctl = Controller(args, tmp_path)
     ctl.wait_for(in_phase("train", 2))
     assert ctl.run_id is not None
@@ -96,18 +84,18 @@ def test_sigkilled_controller_leaves_no_process_and_the_same_command_resumes(
 
 
 def test_a_lost_node_fails_its_trial_which_reruns_on_another_node_recorded_once(
-    cluster: Any, tmp_path: Path
+    ray_cluster: Any, tmp_path: Path
 ) -> None:
     sweep, hold = held_sweep(tmp_path, 3)
     out = tmp_path / "run"
-    ctl = Controller([str(sweep), "--ray", cluster.address, "--out", str(out), "--parallel", "2"], tmp_path)
+    ctl = Controller([str(sweep), "--ray", ray_cluster.address, "--out", str(out), "--parallel", "2"], tmp_path)
     ctl.wait_for(in_phase("train", 2))
     placed = {e["trial"] for e in ctl.events if e["event"] == "phase" and e["phase"] == "train"}
     assert ctl.run_id is not None
     # One of the two busy nodes (the third is idle): the one whose raylet a trial's process
     # descends from.
-    victim = node_of(cluster, run_processes(ctl.run_id)[0])
-    cluster.remove_node(victim, allow_graceful=False)
+    victim = node_of(ray_cluster, run_processes(ctl.run_id)[0])
+    ray_cluster.remove_node(victim, allow_graceful=False)
     ctl.wait_for(lambda events: any(e["event"] == "trial_finished" and e["will_retry"] for e in events))
     hold.touch()
     assert ctl.finish() == 0, ctl.stderr()
@@ -119,4 +107,4 @@ def test_a_lost_node_fails_its_trial_which_reruns_on_another_node_recorded_once(
     assert retried["trial"] in placed
     [rerun] = [r for r in records if r["trial_id"] == retried["trial"]]
     assert rerun["attempts"] == 2 and rerun["node"] != retried["node"]
-    cluster.add_node(num_cpus=1, resources={"worker": 1}, object_store_memory=80 << 20)
+    # the lost node is replaced after the test (tests/conftest.py: ray_cluster)

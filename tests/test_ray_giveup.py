@@ -36,7 +36,15 @@ class _Cluster:
         return SimpleNamespace(begin=_Never())
 
 
-async def test_no_slot_alive_for_the_wait_stops_the_run(tmp_path: Path) -> None:
+async def test_no_slot_alive_for_the_wait_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    # The runner kills a slot it gives up on; Ray's own kill would start a Ray instance in this
+    # process to do it (ray.init on first use), left running for every later test.
+    killed: list[Any] = []
+    monkeypatch.setattr(ray, "kill", lambda actor, no_restart=True: killed.append(actor))
     engine = SimpleNamespace(stop_grace_s=0.1, stop_term_grace_s=0.1, cpus_per_trial=2.0)
     plan = SimpleNamespace(engine=engine, spec=SimpleNamespace(port_range=None))
     settings = SimpleNamespace(port_range=None, ports_dir=None)
@@ -53,3 +61,4 @@ async def test_no_slot_alive_for_the_wait_stops_the_run(tmp_path: Path) -> None:
     finally:
         await runner.aclose()
     assert cluster.asked == 1  # it asked for its slot, which never came up
+    assert len(killed) == 1 and not ray.is_initialized()

@@ -1,11 +1,10 @@
 """What nodes a sweep can use: SEEL missing or of another version on a node is one line before
-any trial starts; several sweeps share one cluster. One cluster (a head and two worker nodes, a
-third added per case) serves the module."""
+any trial starts; several sweeps share one cluster. The session's cluster (tests/conftest.py)
+serves the module, with an odd node added for a case and removed after it."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +12,15 @@ import pytest
 
 from tests.raykit import (
     SEEL,
-    SMALL_STORE,
     Controller,
+    add_worker,
     controllers_stopped,  # noqa: F401 (an autouse fixture: imported to take effect here)
     fake_sweep,
     ledger,
-    start_cluster,
 )
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    cluster = start_cluster([{}, {}])
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
 
 
 def fake_seel(root: Path, init: str) -> Path:
@@ -53,21 +42,15 @@ def fake_seel(root: Path, init: str) -> Path:
     ids=["other-version", "missing"],
 )
 def test_a_node_without_this_seel_is_one_line_before_any_trial(
-    cluster: Any, tmp_path: Path, init: str, says: str
+    ray_cluster: Any, tmp_path: Path, init: str, says: str
 ) -> None:
-    odd = cluster.add_node(
-        num_cpus=1,
-        object_store_memory=SMALL_STORE,
-        env_vars={"PYTHONPATH": str(fake_seel(tmp_path / "site", init))},
-    )
-    try:
-        cluster.wait_for_nodes()
-        sweep = fake_sweep(tmp_path, ["--rounds 1"])
-        out = tmp_path / "run"
-        cmd = [*SEEL, "run", str(sweep), "--ray", cluster.address, "--out", str(out), "--json"]
-        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
-    finally:
-        cluster.remove_node(odd)
+    # removed after the test (tests/conftest.py: ray_cluster)
+    odd = add_worker(ray_cluster, env_vars={"PYTHONPATH": str(fake_seel(tmp_path / "site", init))})
+    ray_cluster.wait_for_nodes()
+    sweep = fake_sweep(tmp_path, ["--rounds 1"])
+    out = tmp_path / "run"
+    cmd = [*SEEL, "run", str(sweep), "--ray", ray_cluster.address, "--out", str(out), "--json"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert done.returncode == 2
     assert done.stdout == ""
     [line] = [x for x in done.stderr.splitlines() if x.startswith("seel:")]
@@ -76,13 +59,13 @@ def test_a_node_without_this_seel_is_one_line_before_any_trial(
     assert not out.exists()  # nothing started
 
 
-def test_two_sweeps_share_one_cluster(cluster: Any, tmp_path: Path) -> None:
+def test_two_sweeps_share_one_cluster(ray_cluster: Any, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
         folder = tmp_path / name
         folder.mkdir()
         sweep = fake_sweep(folder, ["--rounds 1", "--rounds 2"], name=f"share-{name}")
-        args = [str(sweep), "--ray", cluster.address, "--out", str(folder / "run"), "--parallel", "1"]
+        args = [str(sweep), "--ray", ray_cluster.address, "--out", str(folder / "run"), "--parallel", "1"]
         runs.append((Controller(args, folder), folder / "run"))
     for ctl, out in runs:
         assert ctl.finish() == 0, ctl.stderr()
@@ -90,7 +73,7 @@ def test_two_sweeps_share_one_cluster(cluster: Any, tmp_path: Path) -> None:
 
 
 async def test_a_trial_the_source_prunes_on_a_node_is_stopped_there_and_recorded_as_pruned(
-    cluster: Any, tmp_path: Path
+    ray_cluster: Any, tmp_path: Path
 ) -> None:
     from seel.events import Event
     from seel.grid import GridSource
@@ -114,11 +97,11 @@ async def test_a_trial_the_source_prunes_on_a_node_is_stopped_there_and_recorded
     sweep = fake_sweep(tmp_path, ["--hang-on ROUND1"])
     settings = RunSettings(sweep=sweep, out=tmp_path / "run", parallel=1)
     plan = prepare(settings)
-    ray_cluster = connect(cluster.address, plan.engine.cpus_per_trial)
+    connected = connect(ray_cluster.address, plan.engine.cpus_per_trial)
     try:
-        result = await run_sweep(settings, Drop(), plan, source=source, runner=ray_cluster.runner)
+        result = await run_sweep(settings, Drop(), plan, source=source, runner=connected.runner)
     finally:
-        ray_cluster.close()
+        connected.close()
     [record] = ledger(result.run_dir)
     assert (record["status"], record["phase"], record["attempts"]) == ("pruned", "train", 1)
     assert record["reason"] == "pruned after round 1"
