@@ -218,7 +218,9 @@ async def test_sigterm_ends_a_hung_child(spawn: Spawn, tmp_path: Path) -> None:
 
 
 async def test_flood_keeps_memory_bounded_and_the_marker_is_seen(spawn: Spawn, tmp_path: Path) -> None:
-    flood = 20 << 20
+    # The controller's memory must not follow the flood: its peak (about 0.2 MB) is bounded at a
+    # quarter of the flood, far above what it is and far below what keeping the flood would take.
+    flood = 8 << 20
     limit = 1 << 20
     tracemalloc.start()
     try:
@@ -229,7 +231,7 @@ async def test_flood_keeps_memory_bounded_and_the_marker_is_seen(spawn: Spawn, t
         tracemalloc.stop()
     assert line.seq > flood // 100  # every flood line went through the reader
     assert len(child.tail(10**6)) <= 200
-    assert peak < 8 << 20, f"peak traced memory {peak} bytes for a {flood} byte flood"
+    assert peak < flood // 4, f"peak traced memory {peak} bytes for a {flood} byte flood"
     # The limit is on the child's output; SEEL's own notes (the spawn line names the interpreter
     # and the checkout's path, so its length depends on where the tests run) always get through.
     lines = (tmp_path / "child0.log").read_bytes().splitlines(keepends=True)

@@ -160,13 +160,25 @@ def test_data_writer_writes_what_the_configs_name(project: Path) -> None:
 
 
 def test_data_writer_is_seeded(tmp_path: Path) -> None:
-    def written(seed: int) -> np.ndarray:
-        for name in ("config_agg.yml", "config_party0.yml", "config_party1.yml"):
-            shutil.copy(SHIPPED / name, tmp_path / name)
-        write_files(sys.executable, tmp_path, seed=seed)
+    from seel.ibmfl import make_files
+
+    for name in ("config_agg.yml", "config_party0.yml", "config_party1.yml"):
+        shutil.copy(SHIPPED / name, tmp_path / name)
+
+    def party0_labels() -> np.ndarray:
         return np.asarray(np.load(tmp_path / "data" / "data_party0.npz")["y_train"])
 
-    first, again, other = written(1), written(1), written(2)
+    def written_here(seed: int) -> np.ndarray:
+        # The writer's own arguments, run in this process: a second interpreter importing
+        # scikit-learn per seed adds nothing the command run once below does not show.
+        argv = write_command(sys.executable, named_files(tmp_path), seed)
+        assert argv[1] == make_files.__file__
+        assert make_files.main(argv[2:]) == 0
+        return party0_labels()
+
+    write_files(sys.executable, tmp_path, seed=1)  # the command, as `seel ibmfl data` runs it
+    first = party0_labels()
+    again, other = written_here(1), written_here(2)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
