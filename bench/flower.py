@@ -1,14 +1,20 @@
 """What SEEL adds to a real Flower trial: the same deployment driven by a plain script, and by SEEL.
 
-    python bench/flower.py [--repeats N] [--rounds R] [--nodes N]
+    python bench/flower.py [--repeats N] [--rounds R] [--nodes N] [--reuse-trials T]
 
 Side by side, alternating: (a) a direct driver (subprocess + reader threads, nothing else) starts
 a SuperLink and N SuperNodes, waits for their readiness lines, runs `flwr run --stream`, confirms
 the run with `flwr list --format json`, and stops every process (the SuperLink's flower-superexec
 included); (b) `seel.run.run_sweep` runs one trial of the same deployment (sweeps/flower-app).
 Reports medians: the wall time of each, SEEL's overhead as a share of the plain driver's, the
-controller's own CPU per trial, and what a deployment costs (its start, its stop): what reusing
-one deployment across trials would save.
+controller's own CPU per trial, and what a deployment costs (its start, its stop). Both with
+`reuse: null`: every trial starts its own deployment, as the plain driver does.
+
+Then reuse: the same sweep of T trials that differ only in run_config (`lr`), one at a time, with
+the flower engine as shipped (`reuse:`, trials share the first one's deployment) and with
+`engine: {extends: flower, reuse: null}`, alternating, `--repeats` times: wall time per trial (the
+sweep's, start to end, divided by T) and the trials' CPU seconds (their processes, as SEEL measures
+them), medians, and their ratios.
 """
 
 from __future__ import annotations
@@ -120,7 +126,9 @@ def plain_trial(tmp: Path, rounds: int, nodes: int) -> float:
     return time.monotonic() - start
 
 
-def write_sweep(tmp: Path, rounds: int, nodes: int) -> Path:
+def write_sweep(
+    tmp: Path, rounds: int, nodes: int, reuse: bool = False, lrs: tuple[float, ...] = (0.5,)
+) -> Path:
     (tmp / "superlink.yml").write_text(
         f"superlink: {{port: 9093}}\napp: {APP}\n"
         f"run_config: {{num-server-rounds: {rounds}, min-nodes: {nodes}}}\napp_config: {{}}\n"
@@ -131,10 +139,12 @@ def write_sweep(tmp: Path, rounds: int, nodes: int) -> Path:
             f"node_config: {{partition-id: {i}, num-partitions: {nodes}}}\n"
             "fault: {kill_at_round: 0}\n"
         )
-    sweep = {"name": "bench-flower", "engine": "flower",
+    engine: object = "flower" if reuse else {"extends": "flower", "reuse": None}
+    sweep = {"name": "bench-flower", "engine": engine, "parallel": 1,
              "configs": {"aggregator": "superlink.yml",
                          "parties": [f"supernode{i}.yml" for i in range(nodes)]},
-             "parameters": {"run_config.num-server-rounds": {"values": [rounds]}}}
+             "parameters": {"run_config.num-server-rounds": {"values": [rounds]},
+                            "run_config.lr": {"values": list(lrs)}}}
     path = tmp / "sweep.yml"
     path.write_text(json.dumps(sweep))
     return path
@@ -163,12 +173,63 @@ def seel_trial(tmp: Path, rounds: int, nodes: int) -> dict[str, float]:
     }
 
 
+def reuse_sweep(tmp: Path, rounds: int, nodes: int, trials: int, reuse: bool) -> dict[str, float]:
+    """A sweep of `trials` trials that differ only in run_config: wall and CPU per trial."""
+    lrs = tuple(round(0.5 - 0.05 * i, 2) for i in range(trials))
+    settings = RunSettings(sweep=write_sweep(tmp, rounds, nodes, reuse, lrs), out=tmp / "run",
+                           ports_dir=tmp / "ports", retries=0)
+    start = time.monotonic()
+    asyncio.run(run_sweep(settings, NullSink()))
+    wall = time.monotonic() - start
+    records = [json.loads(x) for x in (tmp / "run" / "ledger.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok"] * trials, [r["reason"] for r in records]
+    reused = sum(r["deployment"] not in (None, r["trial_id"]) for r in records)
+    assert reused == (trials - 1 if reuse else 0), [r["deployment"] for r in records]
+    return {
+        "wall_per_trial": wall / trials,
+        "cpu_per_trial": statistics.mean(r["cpu_s"] for r in records),
+        "later_trial": statistics.median(r["elapsed_s"] for r in records[1:]),
+        "later_cpu": statistics.median(r["cpu_s"] for r in records[1:]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--reuse-trials", type=int, default=4, help="0: skip the reuse section")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the reuse section")
     args = parser.parse_args()
+    if not args.skip_overhead:
+        overhead(args)
+    if args.reuse_trials > 1:
+        reuse(args)
+
+
+def reuse(args: argparse.Namespace) -> None:
+    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for i in range(args.repeats):
+        for shared in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[shared].append(
+                    reuse_sweep(Path(tmp), args.rounds, args.nodes, args.reuse_trials, shared)
+                )
+            print(f"repeat {i}: reuse={shared} {runs[shared][-1]}", flush=True)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+    fresh, kept = med[False], med[True]
+    print(f"Reuse: {args.reuse_trials} trials differing only in run_config.lr, one at a time, "
+          f"{args.nodes} SuperNodes, {args.rounds} rounds, medians of {args.repeats}:")
+    print("                                 reuse: null     reuse (shipped)   ratio")
+    for key, label in (("wall_per_trial", "wall time per trial (sweep / T)"),
+                       ("cpu_per_trial", "CPU-s per trial (mean of T)"),
+                       ("later_trial", "a later trial's elapsed_s"),
+                       ("later_cpu", "a later trial's CPU-s")):
+        print(f"  {label:<31} {fresh[key]:9.2f}      {kept[key]:9.2f}        "
+              f"{kept[key] / fresh[key]:5.2f}")
+
+
+def overhead(args: argparse.Namespace) -> None:
     plain: list[float] = []
     seel: list[dict[str, float]] = []
     for i in range(args.repeats):

@@ -75,7 +75,10 @@ async def sweep(tmp: Path, parameters: dict[str, Any], reuse: Any = REUSE) -> tu
 async def test_trials_differing_only_in_run_config_share_a_deployment(tmp_path: Path) -> None:
     run_dir, sink = await sweep(
         tmp_path,
-        {"party.node_config.partition-id": {"values": [0, 1]}, "run_config.lr": {"values": [0.1, 0.2]}},
+        {
+            "party.node_config.partition-id": {"values": [0, 1]},
+            "run_config.lr": {"values": [0.1, 0.2]},
+        },
     )
     records = ledger(run_dir)
     assert [r["status"] for r in records] == ["ok"] * 4, [r["reason"] for r in records]
@@ -85,7 +88,10 @@ async def test_trials_differing_only_in_run_config_share_a_deployment(tmp_path: 
         ("t00001", "t00000"),
         ("t00003", "t00002"),
     ]
-    assert [d["trial"] for d in spawns(run_dir) if d["name"] == "aggregator"] == ["t00000", "t00002"]
+    assert [d["trial"] for d in spawns(run_dir) if d["name"] == "aggregator"] == [
+        "t00000",
+        "t00002",
+    ]
     first, reused = records[0], records[1]
     assert first["ports"] == reused["ports"]
     assert "init" in first["durations"] and "init" not in reused["durations"]  # it skipped init
@@ -149,8 +155,11 @@ async def test_an_interrupted_sweep_leaves_no_deployment(tmp_path: Path) -> None
         ports_dir=tmp_path / "ports",
     )
     task = asyncio.ensure_future(run_sweep(settings, Watch()))
-    await asyncio.wait([task, asyncio.ensure_future(reused.wait())], timeout=60,
-                       return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(
+        [task, asyncio.ensure_future(reused.wait())],
+        timeout=60,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
     assert reused.is_set()
     task.cancel()
     result = await task
@@ -213,7 +222,13 @@ async def test_the_least_recently_used_idle_deployment_is_evicted(tmp_path: Path
         outcomes = [await m.trial(**{key: p}) for p in (0, 1, 2, 1, 0)]
         assert [o.status for o in outcomes] == [Status.OK] * 5
         # at t2, t0's (least recently used) went; t3 reused t1's; t4 had to start afresh
-        assert [o.deployment for o in outcomes] == ["t00000", "t00001", "t00002", "t00001", "t00004"]
+        assert [o.deployment for o in outcomes] == [
+            "t00000",
+            "t00001",
+            "t00002",
+            "t00001",
+            "t00004",
+        ]
         assert [why for _, why in m.pool.stopped if why.startswith("evicted")] == [
             "evicted: a fresh deployment needed the room"
         ] * 2
@@ -231,7 +246,12 @@ async def test_the_least_recently_used_idle_deployment_is_evicted(tmp_path: Path
     ("reuse", "lifecycle", "key", "why"),
     [
         ({"when_only": []}, None, "engine.reuse.when_only", "at least one"),
-        ({"when_only": ["a..b"], "from_phase": "train"}, None, "engine.reuse.when_only", "empty part"),
+        (
+            {"when_only": ["a..b"], "from_phase": "train"},
+            None,
+            "engine.reuse.when_only",
+            "empty part",
+        ),
         ({"when_only": ["a"]}, None, "engine.reuse.from_phase", "missing"),
         ({"when_only": ["a"], "from_phase": "stop"}, None, "engine.reuse.from_phase", "a phase of"),
         ({"when_only": ["a"], "from_phase": "eval", "x": 1}, None, "engine.reuse.x", "unknown key"),
