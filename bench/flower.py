@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seel.events import NullSink  # noqa: E402
+from seel.events import Event  # noqa: E402
 from seel.proctree import descendants  # noqa: E402
 from seel.run import RunSettings, run_sweep  # noqa: E402
 from tests.flkit import free_ports  # noqa: E402
@@ -46,6 +46,13 @@ from tests.flkit import free_ports  # noqa: E402
 APP = ROOT / "sweeps" / "flower-app"
 BIN = Path(sys.executable).parent
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+class NullSink:
+    """Drops every event."""
+
+    def emit(self, event: Event) -> None:
+        pass
 
 
 class Proc:
@@ -131,7 +138,8 @@ def write_sweep(
 ) -> Path:
     (tmp / "superlink.yml").write_text(
         f"superlink: {{port: 9093}}\napp: {APP}\n"
-        f"run_config: {{num-server-rounds: {rounds}, min-nodes: {nodes}}}\napp_config: {{}}\n"
+        f"run_config: {{num-server-rounds: {rounds}, min-nodes: {nodes}, lr: 0.5}}\n"
+        "app_config: {}\n"
     )
     for i in range(nodes):
         (tmp / f"supernode{i}.yml").write_text(

@@ -152,6 +152,11 @@ class DeploymentPool:
             self.busy.remove(deployment)
         self.stopped.append((deployment.founder, f"stopped with trial {deployment.holder}"))
 
+    def in_use(self, trial_id: str) -> bool:
+        """Whether a deployment trial `trial_id` started is still up: its processes use files
+        in that trial's directory (its FLWR_HOME), which must stay until the run ends."""
+        return any(d.founder == trial_id for d in (*self.busy, *self.idle))
+
     # -- idle deployments -----------------------------------------------------------------
 
     def _busy(self, deployment: Deployment) -> None:

@@ -7,24 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import json
 import os
 import re
 import signal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import polars as pl
 import pytest
+from rich.console import Console
 
 from seel.context import Machine
 from seel.engine import parse_engine
 from seel.errors import SpecError
-from seel.events import DeploymentReused, Event, TrialFinished
-from seel.outcome import Status
+from seel.events import DeploymentReused, Event, SweepStarted, TrialFinished, TrialStarted
+from seel.outcome import Outcome, PartyResult, Status
 from seel.ports import PortAllocator
 from seel.procs import ProcessLedger
 from seel.proctree import snapshot
+from seel.render.jsonl import JsonLinesSink
+from seel.render.live import LiveSink
+from seel.render.plain import PlainSink
 from seel.run import RunSettings, prepare, run_sweep
 from seel.space import TrialSpec
 from seel.trial import run_trial
@@ -233,6 +240,8 @@ async def test_the_least_recently_used_idle_deployment_is_evicted(tmp_path: Path
             "evicted: a fresh deployment needed the room"
         ] * 2
         assert len(m.pool.idle) == 2
+        # the directory of a trial whose deployment is up stays (a Ray node keeps it till the end)
+        assert m.pool.in_use("t00001") and not m.pool.in_use("t00000")
     finally:
         await m.machine.aclose()
     assert m.pool.idle == []
@@ -274,3 +283,59 @@ def test_reuse_errors_name_the_key(
     with pytest.raises(SpecError) as err:
         parse_engine(doc, "sweep.yml", "engine")
     assert err.value.key == key and why in str(err.value)
+
+
+# -- how it is shown ---------------------------------------------------------------------------
+
+
+def test_the_sinks_say_which_deployment_a_trial_ran_on() -> None:
+    outcome = Outcome(
+        trial_id="t00001",
+        index=1,
+        params={"run_config.lr": 0.2},
+        repeat=0,
+        seed=0,
+        status=Status.OK,
+        phase=None,
+        reason="",
+        attempts=1,
+        started_at=0.0,
+        elapsed_s=2.0,
+        durations={"train": 1.5, "eval": 0.5},
+        rounds_completed=2,
+        round_accuracies=(0.5,),
+        aggregator_exit=None,
+        parties=(PartyResult(0, None, {"acc": 0.9}),),
+        ports=(1, 2),
+        deployment="t00000",
+    )
+    started = SweepStarted("r", "/tmp/r", "s", "flowerish", 2, 2, 1, {"run_config.lr": [0.2]})
+    events: list[Event] = [
+        started,
+        TrialStarted("t00001", outcome.params, 0, 1),
+        DeploymentReused("t00001", "t00000"),
+        TrialFinished(outcome),
+    ]
+    plain, lines = io.StringIO(), io.StringIO()
+    live = LiveSink(Console(file=io.StringIO(), width=200))
+    plain_sink, json_sink = PlainSink(plain), JsonLinesSink(lines)
+    for event in events:
+        plain_sink.emit(event)
+        json_sink.emit(event)
+        live.emit(event)
+        if isinstance(event, DeploymentReused):
+            shown = io.StringIO()
+            Console(file=shown, width=200).print(live.render())
+            assert "reused t00000's deployment" in shown.getvalue()
+    assert "reused t00000's deployment" in plain.getvalue()
+    schema = json.loads((resources.files("seel") / "render" / "event_schema.json").read_text())
+    docs = [json.loads(line) for line in lines.getvalue().splitlines()]
+    for doc in docs:
+        jsonschema.validate(doc, schema)
+    assert [d["event"] for d in docs] == [
+        "sweep_started",
+        "trial_started",
+        "deployment",
+        "trial_finished",
+    ]
+    assert docs[2]["deployment"] == docs[3]["deployment"] == "t00000"
