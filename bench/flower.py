@@ -12,15 +12,16 @@ controller's own CPU per trial, and what a deployment costs (its start, its stop
 
 Then reuse: the same sweep of T trials that differ only in run_config (`lr`), one at a time, with
 the flower engine as shipped (`reuse:`, trials share the first one's deployment) and with
-`engine: {extends: flower, reuse: null}`, alternating, `--repeats` times: wall time per trial (the
-sweep's, start to end, divided by T) and the trials' CPU seconds (their processes, as SEEL measures
-them), medians, and their ratios.
+`engine: {extends: flower, reuse: null}`, alternating, `--repeats` times, each a `seel run`: wall
+time per trial (the sweep's, start to end, divided by T) and CPU seconds per trial (everything the
+sweep used, controller and every descendant, divided by T), medians, and their ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import queue
@@ -45,6 +46,7 @@ from tests.flkit import free_ports  # noqa: E402
 
 APP = ROOT / "sweeps" / "flower-app"
 BIN = Path(sys.executable).parent
+PR_SET_CHILD_SUBREAPER = 36
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
@@ -182,20 +184,38 @@ def seel_trial(tmp: Path, rounds: int, nodes: int) -> dict[str, float]:
 
 
 def reuse_sweep(tmp: Path, rounds: int, nodes: int, trials: int, reuse: bool) -> dict[str, float]:
-    """A sweep of `trials` trials that differ only in run_config: wall and CPU per trial."""
+    """A `seel run` of `trials` trials that differ only in run_config: wall and CPU per trial.
+
+    The CPU is everything the sweep's processes used, the controller and every descendant: this
+    process is their subreaper, so what Flower starts in sessions of its own (flower-superexec and
+    its ServerApps) comes back here when orphaned, and is reaped here with its times.
+    """
     lrs = tuple(round(0.5 - 0.05 * i, 2) for i in range(trials))
-    settings = RunSettings(sweep=write_sweep(tmp, rounds, nodes, reuse, lrs), out=tmp / "run",
-                           ports_dir=tmp / "ports", retries=0)
+    sweep = write_sweep(tmp, rounds, nodes, reuse, lrs)
+    env = {**os.environ, "SEEL_PORTS_DIR": str(tmp / "ports")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    asyncio.run(run_sweep(settings, NullSink()))
+    subprocess.run([str(BIN / "seel"), "run", str(sweep), "-o", str(tmp / "run")], env=env,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
     wall = time.monotonic() - start
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # orphans SEEL stopped: reap them, so their times count
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.1)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     records = [json.loads(x) for x in (tmp / "run" / "ledger.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["ok"] * trials, [r["reason"] for r in records]
     reused = sum(r["deployment"] not in (None, r["trial_id"]) for r in records)
     assert reused == (trials - 1 if reuse else 0), [r["deployment"] for r in records]
     return {
         "wall_per_trial": wall / trials,
-        "cpu_per_trial": statistics.mean(r["cpu_s"] for r in records),
+        "cpu_per_trial": cpu / trials,
         "later_trial": statistics.median(r["elapsed_s"] for r in records[1:]),
         "later_cpu": statistics.median(r["cpu_s"] for r in records[1:]),
     }
@@ -216,6 +236,9 @@ def main() -> None:
 
 
 def reuse(args: argparse.Namespace) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
     runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     for i in range(args.repeats):
         for shared in (False, True):
@@ -230,9 +253,9 @@ def reuse(args: argparse.Namespace) -> None:
           f"{args.nodes} SuperNodes, {args.rounds} rounds, medians of {args.repeats}:")
     print("                                 reuse: null     reuse (shipped)   ratio")
     for key, label in (("wall_per_trial", "wall time per trial (sweep / T)"),
-                       ("cpu_per_trial", "CPU-s per trial (mean of T)"),
-                       ("later_trial", "a later trial's elapsed_s"),
-                       ("later_cpu", "a later trial's CPU-s")):
+                       ("cpu_per_trial", "CPU-s per trial (sweep / T)"),
+                       ("later_trial", "trial 2..T: elapsed_s"),
+                       ("later_cpu", "trial 2..T: cpu_s (SEEL's)")):
         print(f"  {label:<31} {fresh[key]:9.2f}      {kept[key]:9.2f}        "
               f"{kept[key] / fresh[key]:5.2f}")
 
