@@ -121,10 +121,9 @@ class _TrialRun:
         self.kill_at: dict[Child, int] = {}  # processes to kill when a round starts (faults)
         self.killed: set[Child] = set()
         self.ports: list[int] = []
-        self.deployment: Deployment | None = (
-            None  # the processes it runs on, when kept between trials
-        )
-        self.deployment_of: str | None = None  # the trial that started them
+        # the processes it runs on when they are kept between trials, and the trial that started them
+        self.deployment: Deployment | None = None
+        self.deployment_of: str | None = None
         self._exit_hooks: dict[Child, Callable[[asyncio.Future[int | None]], None]] = {}
         self.t0 = time.monotonic()
         self.durations: dict[str, float] = {}
