@@ -6,6 +6,7 @@ afresh, what ends one, how many idle ones are kept, and that none outlives the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import io
 import json
@@ -36,6 +37,9 @@ from seel.run import RunSettings, prepare, run_sweep
 from seel.space import TrialSpec
 from seel.trial import run_trial
 
+from .reliability.kit import SpawnLog
+from .reliability.kit import assert_nothing_left as kit_nothing_left
+from .reliability.test_controller_kills import EVENT_TIMEOUT_S, Controller
 from .test_engine_commands import ENGINE, write_sweep
 from .test_trial_fake import ListSink, ledger, transcript
 
@@ -339,3 +343,27 @@ def test_the_sinks_say_which_deployment_a_trial_ran_on() -> None:
         "trial_finished",
     ]
     assert docs[2]["deployment"] == docs[3]["deployment"] == "t00000"
+
+
+def test_a_killed_controller_and_ctrl_c_leave_no_deployment(tmp_path: Path) -> None:
+    """`seel run` SIGKILLed while a trial runs on another's deployment: the resume stops what it
+    left (by the process ledger, where the deployment is under the trial that started it, and by
+    the run's mark, for the link's helper); then Ctrl-C while a resumed trial reuses one: exit 130,
+    nothing left."""
+    sweep = reuse_sweep(tmp_path, {"run_config.lr": {"values": [0.1, 0.2, 0.3, 0.4]}})
+    run_dir = tmp_path / "run"
+    log = SpawnLog(run_dir)
+    with contextlib.closing(Controller(tmp_path, sweep, run_dir)) as first:
+        taken = first.events.until("deployment", EVENT_TIMEOUT_S)
+        assert taken is not None and taken["deployment"] == "t00000", first.stderr()
+        first.proc.kill()
+        assert first.finish(60) == -9
+    log.snapshot()
+    with contextlib.closing(Controller(tmp_path, sweep, run_dir)) as resume:
+        taken = resume.events.until("deployment", EVENT_TIMEOUT_S)
+        assert taken is not None, resume.stderr()
+        resume.proc.send_signal(signal.SIGINT)
+        assert resume.finish(60) == 130, resume.stderr()
+    log.snapshot()
+    kit_nothing_left(log.pairs())
+    assert_nothing_left(run_dir)
