@@ -1,20 +1,27 @@
 """What SEEL adds to a real Flower trial: the same deployment driven by a plain script, and by SEEL.
 
-    python bench/flower.py [--repeats N] [--rounds R] [--nodes N]
+    python bench/flower.py [--repeats N] [--rounds R] [--nodes N] [--reuse-trials T]
 
 Side by side, alternating: (a) a direct driver (subprocess + reader threads, nothing else) starts
 a SuperLink and N SuperNodes, waits for their readiness lines, runs `flwr run --stream`, confirms
 the run with `flwr list --format json`, and stops every process (the SuperLink's flower-superexec
 included); (b) `seel.run.run_sweep` runs one trial of the same deployment (sweeps/flower-app).
 Reports medians: the wall time of each, SEEL's overhead as a share of the plain driver's, the
-controller's own CPU per trial, and what a deployment costs (its start, its stop): what reusing
-one deployment across trials would save.
+controller's own CPU per trial, and what a deployment costs (its start, its stop). Both with
+`reuse: null`: every trial starts its own deployment, as the plain driver does.
+
+Then reuse: the same sweep of T trials that differ only in run_config (`lr`), one at a time, with
+the flower engine as shipped (`reuse:`, trials share the first one's deployment) and with
+`engine: {extends: flower, reuse: null}`, alternating, `--repeats` times, each a `seel run`: wall
+time per trial (the sweep's, start to end, divided by T) and CPU seconds per trial (everything the
+sweep used, controller and every descendant, divided by T), medians, and their ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import queue
@@ -32,14 +39,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seel.events import NullSink  # noqa: E402
+from seel.events import Event  # noqa: E402
 from seel.proctree import descendants  # noqa: E402
 from seel.run import RunSettings, run_sweep  # noqa: E402
 from tests.flkit import free_ports  # noqa: E402
 
 APP = ROOT / "sweeps" / "flower-app"
 BIN = Path(sys.executable).parent
+PR_SET_CHILD_SUBREAPER = 36
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+class NullSink:
+    """Drops every event."""
+
+    def emit(self, event: Event) -> None:
+        pass
 
 
 class Proc:
@@ -120,10 +135,13 @@ def plain_trial(tmp: Path, rounds: int, nodes: int) -> float:
     return time.monotonic() - start
 
 
-def write_sweep(tmp: Path, rounds: int, nodes: int) -> Path:
+def write_sweep(
+    tmp: Path, rounds: int, nodes: int, reuse: bool = False, lrs: tuple[float, ...] = (0.5,)
+) -> Path:
     (tmp / "superlink.yml").write_text(
         f"superlink: {{port: 9093}}\napp: {APP}\n"
-        f"run_config: {{num-server-rounds: {rounds}, min-nodes: {nodes}}}\napp_config: {{}}\n"
+        f"run_config: {{num-server-rounds: {rounds}, min-nodes: {nodes}, lr: 0.5}}\n"
+        "app_config: {}\n"
     )
     for i in range(nodes):
         (tmp / f"supernode{i}.yml").write_text(
@@ -131,10 +149,12 @@ def write_sweep(tmp: Path, rounds: int, nodes: int) -> Path:
             f"node_config: {{partition-id: {i}, num-partitions: {nodes}}}\n"
             "fault: {kill_at_round: 0}\n"
         )
-    sweep = {"name": "bench-flower", "engine": "flower",
+    engine: object = "flower" if reuse else {"extends": "flower", "reuse": None}
+    sweep = {"name": "bench-flower", "engine": engine, "parallel": 1,
              "configs": {"aggregator": "superlink.yml",
                          "parties": [f"supernode{i}.yml" for i in range(nodes)]},
-             "parameters": {"run_config.num-server-rounds": {"values": [rounds]}}}
+             "parameters": {"run_config.num-server-rounds": {"values": [rounds]},
+                            "run_config.lr": {"values": list(lrs)}}}
     path = tmp / "sweep.yml"
     path.write_text(json.dumps(sweep))
     return path
@@ -163,12 +183,84 @@ def seel_trial(tmp: Path, rounds: int, nodes: int) -> dict[str, float]:
     }
 
 
+def reuse_sweep(tmp: Path, rounds: int, nodes: int, trials: int, reuse: bool) -> dict[str, float]:
+    """A `seel run` of `trials` trials that differ only in run_config: wall and CPU per trial.
+
+    The CPU is everything the sweep's processes used, the controller and every descendant: this
+    process is their subreaper, so what Flower starts in sessions of its own (flower-superexec and
+    its ServerApps) comes back here when orphaned, and is reaped here with its times.
+    """
+    lrs = tuple(round(0.5 - 0.05 * i, 2) for i in range(trials))
+    sweep = write_sweep(tmp, rounds, nodes, reuse, lrs)
+    env = {**os.environ, "SEEL_PORTS_DIR": str(tmp / "ports")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    subprocess.run([str(BIN / "seel"), "run", str(sweep), "-o", str(tmp / "run")], env=env,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
+    wall = time.monotonic() - start
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # orphans SEEL stopped: reap them, so their times count
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.1)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    records = [json.loads(x) for x in (tmp / "run" / "ledger.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok"] * trials, [r["reason"] for r in records]
+    reused = sum(r["deployment"] not in (None, r["trial_id"]) for r in records)
+    assert reused == (trials - 1 if reuse else 0), [r["deployment"] for r in records]
+    return {
+        "wall_per_trial": wall / trials,
+        "cpu_per_trial": cpu / trials,
+        "later_trial": statistics.median(r["elapsed_s"] for r in records[1:]),
+        "later_cpu": statistics.median(r["cpu_s"] for r in records[1:]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--reuse-trials", type=int, default=4, help="0: skip the reuse section")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the reuse section")
     args = parser.parse_args()
+    if not args.skip_overhead:
+        overhead(args)
+    if args.reuse_trials > 1:
+        reuse(args)
+
+
+def reuse(args: argparse.Namespace) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for i in range(args.repeats):
+        for shared in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[shared].append(
+                    reuse_sweep(Path(tmp), args.rounds, args.nodes, args.reuse_trials, shared)
+                )
+            print(f"repeat {i}: reuse={shared} {runs[shared][-1]}", flush=True)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+    fresh, kept = med[False], med[True]
+    print(f"Reuse: {args.reuse_trials} trials differing only in run_config.lr, one at a time, "
+          f"{args.nodes} SuperNodes, {args.rounds} rounds, medians of {args.repeats}:")
+    print("                                 reuse: null     reuse (shipped)   ratio")
+    for key, label in (("wall_per_trial", "wall time per trial (sweep / T)"),
+                       ("cpu_per_trial", "CPU-s per trial (sweep / T)"),
+                       ("later_trial", "trial 2..T: elapsed_s"),
+                       ("later_cpu", "trial 2..T: cpu_s (SEEL's)")):
+        print(f"  {label:<31} {fresh[key]:9.2f}      {kept[key]:9.2f}        "
+              f"{kept[key] / fresh[key]:5.2f}")
+
+
+def overhead(args: argparse.Namespace) -> None:
     plain: list[float] = []
     seel: list[dict[str, float]] = []
     for i in range(args.repeats):

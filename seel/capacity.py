@@ -74,6 +74,7 @@ class _Trial:
     pids: set[int] = field(default_factory=set)
     cpu_by_pid: dict[int, float] = field(default_factory=dict)
     rss_by_pid: dict[int, float] = field(default_factory=dict)
+    cpu_before: dict[int, float] = field(default_factory=dict)  # of processes it took over
     peak_rss: float = 0.0
     load_sum: float = 0.0
     load_n: int = 0
@@ -141,6 +142,16 @@ class LoadMeter:
             trial.pids.add(pid)
             self._sample_trial(trial)
 
+    def adopted(self, trial_id: str, pid: int) -> None:
+        """A process an earlier trial started now serves this one: only its CPU from now on
+        counts (seel/deployments.py)."""
+        trial = self._trials.get(trial_id)
+        seen = self._process_cpu(pid)
+        if trial is not None and seen is not None:
+            trial.pids.add(pid)
+            trial.cpu_before[pid] = trial.cpu_by_pid[pid] = seen[0]
+            self._sample_trial(trial)
+
     def measure(self, trial_id: str) -> None:
         """Sample a trial's processes now (before they are reaped)."""
         trial = self._trials.get(trial_id)
@@ -154,7 +165,7 @@ class LoadMeter:
         self._sample_trial(trial)
         return TrialUsage(
             machine_load=trial.load_sum / trial.load_n if trial.load_n else None,
-            cpu_s=sum(trial.cpu_by_pid.values()),
+            cpu_s=sum(trial.cpu_by_pid.values()) - sum(trial.cpu_before.values()),
             peak_rss_mb=trial.peak_rss / 2**20,
             elapsed_s=time.monotonic() - trial.started,
             cpu_pressure=trial.pressure_sum / trial.pressure_n if trial.pressure_n else None,

@@ -236,6 +236,28 @@ class Child:
         """The sequence number the next line will have: pass it as `since` to wait for new output."""
         return self._seq + 1
 
+    def switch(
+        self,
+        transcript: Path | None,
+        on_line: Callable[[Child, Line], None] | None,
+        note: str,
+        transcript_limit_bytes: int = 64 << 20,
+    ) -> None:
+        """Hand the process to a new owner: `note` ends the old transcript and starts `transcript`
+        (None: keep writing the old one), and its lines go to `on_line` from now on.
+
+        Its first error is forgotten: what it printed for an earlier owner explains nothing now.
+        """
+        self._note(note)
+        if transcript is not None:
+            if self._transcript is not None:
+                self._transcript.close()
+            self._transcript = transcript.open("ab", buffering=0)
+            self._transcript_left = transcript_limit_bytes
+            self._note(note)
+        self._on_line = on_line
+        self._first_error = FirstError()
+
     def tail(self, n: int = 20) -> list[str]:
         return [line.text for line in list(self._tail)[-n:]]
 

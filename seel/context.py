@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seel.capacity import LoadMeter
+from seel.deployments import DeploymentPool
 from seel.engine import Engine
 from seel.events import Event
 from seel.forkserver import ForkServer
@@ -40,6 +41,7 @@ class TrialContext:
     forkserver: Callable[[], Awaitable[ForkServer | None]]
     stop_grace_s: float | None = None
     meter: LoadMeter | None = None  # measures each trial's processes and the machine's load
+    deployments: DeploymentPool | None = None  # processes kept between trials (engine `reuse:`)
 
     @property
     def engine(self) -> Engine:
@@ -74,6 +76,11 @@ class Machine:
         }
         self._forkserver: asyncio.Future[ForkServer | None] | None = None
         self.meter = LoadMeter()
+        self.deployments = (
+            DeploymentPool(plan.engine, processes, ports, stop_grace_s)
+            if plan.engine.reuse is not None
+            else None
+        )
 
     def context(self, emit: Callable[[Event], None]) -> TrialContext:
         """A context for trials on this machine whose events go to `emit`."""
@@ -87,6 +94,7 @@ class Machine:
             forkserver=self.forkserver,
             stop_grace_s=self.stop_grace_s,
             meter=self.meter,
+            deployments=self.deployments,
         )
 
     async def forkserver(self) -> ForkServer | None:
@@ -114,10 +122,13 @@ class Machine:
         return server
 
     async def aclose(self) -> None:
-        """Stop what the machine keeps between trials (the fork server); close its ledger."""
+        """Stop what the machine keeps between trials (deployments, the fork server); close its
+        ledger."""
         starting, self._forkserver = self._forkserver, None
-        await self.meter.aclose()
         try:
+            if self.deployments is not None:
+                await self.deployments.aclose()
+            await self.meter.aclose()
             if starting is None:
                 return
             server = (await asyncio.gather(starting, return_exceptions=True))[0]

@@ -102,6 +102,16 @@ class TomlEdit:
 
 
 @dataclass(frozen=True)
+class Reuse:
+    """The processes a trial starts may serve later trials (seel/deployments.py): trials whose
+    swept values differ only under `when_only` (aggregator config keys, dotted prefixes) share
+    them, and a trial on processes another started begins at `from_phase`."""
+
+    when_only: tuple[str, ...]
+    from_phase: str
+
+
+@dataclass(frozen=True)
 class RoundLine:
     """What a round line says: the round's number, of how many (if said), the global accuracy."""
 
@@ -195,6 +205,14 @@ class Engine:
     files_hint: str = ""  # how to make the files `file_keys` name, said when one is missing
     python_hint: str = ""  # how to point SEEL at the engine's Python, said when it is not usable
     cpus_per_trial: float = 1.0  # what one trial holds on a Ray node (all its processes at once)
+    reuse: Reuse | None = None  # None: every trial starts its own processes
+
+    def lifecycle_from(self, reused: bool) -> tuple[Step, ...]:
+        """The steps a trial runs: all of them, or from `reuse.from_phase` on processes it reuses."""
+        if not reused or self.reuse is None:
+            return self.lifecycle
+        first = next(i for i, s in enumerate(self.lifecycle) if s.phase == self.reuse.from_phase)
+        return self.lifecycle[first:]
 
     @property
     def reports_round_values(self) -> bool:
@@ -476,6 +494,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
             "preload_keys",
             "files_hint",
             "python_hint",
+            "reuse",
         },
     )
     python = _expand_env(r.get(doc, "python", str, "")) or sys.executable
@@ -580,7 +599,42 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         files_hint=r.get(doc, "files_hint", str, ""),
         python_hint=r.get(doc, "python_hint", str, ""),
         cpus_per_trial=cpus_per_trial,
+        reuse=_reuse(doc, r, lifecycle, commands),
     )
+
+
+def _reuse(
+    doc: dict[str, Any], r: _Reader, lifecycle: tuple[Step, ...], commands: dict[str, Any]
+) -> Reuse | None:
+    """The `reuse:` mapping: which trials may share processes, and where a sharing trial starts."""
+    spec = r.get(doc, "reuse", dict, None)
+    if spec is None:
+        return None
+    rr = _Reader(r.source, r.key("reuse"))
+    rr.check_keys(spec, {"when_only", "from_phase"})
+    when_only = rr.dotted(spec, "when_only", ...)
+    if not when_only:
+        raise rr.fail("when_only", "expected at least one aggregator config key")
+    from_phase = rr.get(spec, "from_phase", str)
+    phases = [s.phase for s in lifecycle]
+    if from_phase not in phases:
+        raise rr.fail(
+            "from_phase",
+            f"expected a phase of the lifecycle ({', '.join(dict.fromkeys(phases))}), got {from_phase!r}",
+        )
+    if "stop" in phases:
+        raise rr.fail(
+            "from_phase", "the lifecycle has a stop phase: its processes end with each trial"
+        )
+    first = phases.index(from_phase)
+    for step in lifecycle[:first]:
+        if step.process in commands:
+            raise rr.fail(
+                "from_phase",
+                f"the {step.phase} phase, which a reused deployment skips, starts the command"
+                f" {step.process!r}: commands belong to each trial",
+            )
+    return Reuse(when_only, from_phase)
 
 
 def _check_validator(spec: str, r: _Reader) -> None:

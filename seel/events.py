@@ -45,6 +45,14 @@ class PhaseReached:
 
 
 @dataclass(frozen=True)
+class DeploymentReused:
+    """The trial runs on processes trial `deployment` started (an engine with `reuse:`)."""
+
+    trial_id: str
+    deployment: str
+
+
+@dataclass(frozen=True)
 class PartyState:
     """One party reached a state: ready, started, registered, evaluated, exited."""
 
@@ -101,6 +109,7 @@ Event = (
     SweepStarted
     | TrialStarted
     | PhaseReached
+    | DeploymentReused
     | PartyState
     | RoundFinished
     | TrialFinished

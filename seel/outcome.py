@@ -57,6 +57,9 @@ class Outcome:
     peak_rss_mb: float | None = None  # their largest resident memory at once
     node: str | None = None  # the Ray node it ran on; None on the controller's machine
     cpu_pressure: float | None = None  # mean share of its time some task waited for a core, 0-1
+    # the trial that started the processes it ran on (itself when fresh); None for an engine
+    # without `reuse:` (seel/deployments.py)
+    deployment: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ledger's line)."""

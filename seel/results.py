@@ -38,6 +38,9 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "cpu_s",
     "peak_rss_mb",
     "node",  # the Ray node a trial ran on; null on the controller's machine
+    # the trial that started the deployment it ran on (itself when fresh); null for an engine
+    # without `reuse:`
+    "deployment",
 )
 DURATION_PREFIX = "duration."
 
@@ -79,6 +82,7 @@ def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "cpu_s": doc.get("cpu_s"),
         "peak_rss_mb": doc.get("peak_rss_mb"),
         "node": doc.get("node"),
+        "deployment": doc.get("deployment"),
     }
     parties = doc.get("parties") or []
     if not parties:

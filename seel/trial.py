@@ -9,6 +9,10 @@ An engine may also name commands of the trial (a run submission, a status query)
 by the first step that names it, and ending with 0 is not a crash. Their output and the
 aggregator's are read for rounds (seel/rounds.py); a party whose config names a round to die at is
 killed when that round starts, and the trial goes on without it.
+
+With an engine that reuses its processes (`reuse:`, seel/deployments.py), a trial takes an idle
+deployment whose key matches its own and starts at `reuse.from_phase`, or starts a fresh one; it
+gives it back only when it ends ok with every process of it alive.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import Any
 from seel.capacity import with_usage
 from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
 from seel.context import Machine, TrialContext
+from seel.deployments import Deployment, deployment_key
 from seel.engine import Engine, Failure, Step
 from seel.errors import PortUnavailable, SeelError, StorageError
-from seel.events import Event, PartyState, PhaseReached, RoundFinished
+from seel.events import DeploymentReused, Event, PartyState, PhaseReached, RoundFinished
 from seel.jsoncheck import json_mismatch
 from seel.outcome import Outcome, PartyResult, Status
 from seel.reasons import trial_reason
@@ -116,6 +121,10 @@ class _TrialRun:
         self.kill_at: dict[Child, int] = {}  # processes to kill when a round starts (faults)
         self.killed: set[Child] = set()
         self.ports: list[int] = []
+        # the processes it runs on when they are kept between trials, and the trial that started them
+        self.deployment: Deployment | None = None
+        self.deployment_of: str | None = None
+        self._exit_hooks: dict[Child, Callable[[asyncio.Future[int | None]], None]] = {}
         self.t0 = time.monotonic()
         self.durations: dict[str, float] = {}
         self.phase: str | None = None
@@ -187,8 +196,29 @@ class _TrialRun:
         self.ctx.processes.spawned(self.trial.trial_id, name, child.pid, child.pgid)
         if self.ctx.meter is not None:
             self.ctx.meter.spawned(self.trial.trial_id, child.pid)
-        child.exited.add_done_callback(lambda _: self._on_exit(child))
+        self._watch_exit(child)
         return child
+
+    def _watch_exit(self, child: Child) -> None:
+        self._exit_hooks[child] = hook = lambda _: self._on_exit(child)
+        child.exited.add_done_callback(hook)
+
+    def _adopt(self, deployment: Deployment) -> None:
+        """Take over the processes of a deployment: their lines and transcripts are this trial's."""
+        self.aggregator, self.parties = deployment.aggregator, list(deployment.parties)
+        tid = self.trial.trial_id
+        for child in deployment.children:
+            child.switch(
+                self.dir / f"{child.name}.log",
+                self._on_line,
+                f"serving trial {tid} from here on (the deployment trial {deployment.founder}"
+                f" started, pid {child.pid})",
+            )
+            self.children.append(child)
+            self._watch_exit(child)
+            if self.ctx.meter is not None:
+                self.ctx.meter.adopted(tid, child.pid)
+        self.ctx.emit(DeploymentReused(tid, deployment.founder))
 
     async def _step(self, step: Step, marks: dict[Child, int], deadline: float) -> None:
         assert self.aggregator is not None
@@ -268,10 +298,19 @@ class _TrialRun:
         return self.commands[name]
 
     async def _lifecycle(self) -> None:
-        plan = self.ctx.plan
-        self.ports = await asyncio.to_thread(
-            self.ctx.ports.reserve, 1 + plan.parties_of(self.trial)
-        )
+        plan, pool, tid = self.ctx.plan, self.ctx.deployments, self.trial.trial_id
+        key = deployment_key(plan, self.trial) if pool is not None else None
+        taken = pool.take(key, tid) if pool is not None and key is not None else None
+        if taken is not None:
+            self.deployment, self.deployment_of = taken, taken.founder
+            self.ports = list(taken.ports)
+        else:
+            if pool is not None:
+                pool.make_room()
+                self.deployment_of = tid
+            self.ports = await asyncio.to_thread(
+                self.ctx.ports.reserve, 1 + plan.parties_of(self.trial)
+            )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             agg_cfg, party_cfgs = plan.write_configs(self.trial, self.ports, self.dir)
@@ -279,13 +318,14 @@ class _TrialRun:
             raise storage_error(exc, self.dir) from None
         self.files = files = TrialFiles(self.engine, self.dir, [agg_cfg, *party_cfgs])
         files.prepare()
-        cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
-        self.aggregator = await self._spawn(
-            "aggregator", files.argv(self.engine.argv(self.engine.aggregator, str(agg_cfg)), 0), cwd
-        )
-        for i, cfg in enumerate(party_cfgs):
-            argv = files.argv(self.engine.argv(self.engine.party, str(cfg)), 1 + i)
-            self.parties.append(await self._spawn(f"party{i}", argv, cwd))
+        if taken is not None:
+            self._adopt(taken)
+        else:
+            await self._spawn_deployment(agg_cfg, party_cfgs)
+        if pool is not None and key is not None and taken is None:
+            assert self.aggregator is not None
+            self.deployment = pool.founded(key, tid, self.aggregator, self.parties, self.ports)
+        assert self.aggregator is not None
         procs = [(self.aggregator, self.engine.aggregator)]
         procs += [(p, self.engine.party) for p in self.parties]
         for index, (child, proc) in enumerate(procs):
@@ -293,9 +333,10 @@ class _TrialRun:
                 round_ = files.value(index, proc.kill_at_round_key)
                 if isinstance(round_, int) and round_ > 0:
                     self.kill_at[child] = round_
-        marks: dict[Child, int] = {}
+        # On a reused deployment, lines count from now: what it printed before is not this trial's.
+        marks = {c: c.mark() for c in self.children} if taken is not None else {}
         phase_start = deadline = 0.0
-        for step in self.engine.lifecycle:
+        for step in self.engine.lifecycle_from(taken is not None):
             if step.phase != self.phase:
                 now = time.monotonic()
                 if self.phase is not None:
@@ -313,10 +354,32 @@ class _TrialRun:
         if self.phase is not None:
             self.durations[self.phase] = time.monotonic() - phase_start
 
+    async def _spawn_deployment(self, agg_cfg: Path, party_cfgs: list[Path]) -> None:
+        assert self.files is not None
+        files, plan = self.files, self.ctx.plan
+        cwd = self.dir if self.engine.cwd == "trial" else plan.config_cwd()
+        self.aggregator = await self._spawn(
+            "aggregator", files.argv(self.engine.argv(self.engine.aggregator, str(agg_cfg)), 0), cwd
+        )
+        for i, cfg in enumerate(party_cfgs):
+            argv = files.argv(self.engine.argv(self.engine.party, str(cfg)), 1 + i)
+            self.parties.append(await self._spawn(f"party{i}", argv, cwd))
+
     # -- stopping -------------------------------------------------------------------------
 
-    async def _stop_all(self, hurry: bool) -> None:
+    async def _stop_all(self, hurry: bool, keep: bool = False) -> None:
+        """Every process down the stop ladder; with `keep`, those of its deployment go back to the
+        pool instead, if they are all alive and none was killed as a fault."""
         self.stopping = True
+        deployment, pool = self.deployment, self.ctx.deployments
+        keep = (
+            keep
+            and deployment is not None
+            and pool is not None
+            and deployment.healthy()
+            and not self.killed
+        )
+        kept = set(deployment.children) if keep and deployment is not None else set()
         eng = self.engine
         grace = self.ctx.stop_grace_s if self.ctx.stop_grace_s is not None else eng.stop_grace_s
         term = eng.stop_term_grace_s
@@ -337,7 +400,14 @@ class _TrialRun:
             child.close()
             self.ctx.processes.reaped(child.pid)
 
-        await asyncio.gather(*(stop(c) for c in self.children))
+        await asyncio.gather(*(stop(c) for c in self.children if c not in kept))
+        if deployment is not None and pool is not None:
+            if kept:
+                for child in kept:
+                    child.exited.remove_done_callback(self._exit_hooks[child])
+                pool.give_back(deployment)
+                return
+            pool.discard(deployment)
         if self.ports:
             await asyncio.to_thread(self.ctx.ports.release, self.ports)
 
@@ -370,7 +440,7 @@ class _TrialRun:
             status, reason = Status.FAILED, f"{type(exc).__name__}: {exc}"
         if status is not Status.OK and self.phase is not None and self.phase not in self.durations:
             self.durations[self.phase] = time.monotonic() - self.t0 - sum(self.durations.values())
-        await self._shielded_cleanup(hurry=status is Status.INTERRUPTED)
+        await self._shielded_cleanup(hurry=status is Status.INTERRUPTED, keep=status is Status.OK)
         with contextlib.suppress(OSError):
             self.round_tracker.write(self.dir / "rounds.jsonl")
         if failing is not None:
@@ -397,6 +467,7 @@ class _TrialRun:
             ),
             ports=tuple(self.ports),
             retryable=retryable,
+            deployment=self.deployment_of,
         )
 
     def _classify(self, failing: str, status: Status, reason: str) -> tuple[Status, str, bool]:
@@ -416,8 +487,8 @@ class _TrialRun:
         cause = next((c.first_error for c in self.children if c.name == failing), None)
         return status, trial_reason(failing, cause, reason), retryable
 
-    async def _shielded_cleanup(self, hurry: bool) -> None:
-        cleanup = asyncio.ensure_future(self._stop_all(hurry))
+    async def _shielded_cleanup(self, hurry: bool, keep: bool = False) -> None:
+        cleanup = asyncio.ensure_future(self._stop_all(hurry, keep))
         while not cleanup.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(cleanup)

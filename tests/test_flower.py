@@ -142,11 +142,13 @@ class Batch:
     def pid_of(self, trial_id: str, name: str) -> int:
         return int(self.spawn_of(trial_id, name)["pid"])
 
-    def when(self, trial_id: str, name: str, marker: str) -> float:
+    def when(self, trial_id: str, name: str, marker: str, founder: str | None = None) -> float:
         """When a process printed `marker`, in seconds since boot: its start (the ledger's clock
-        ticks) plus the line's stamp in its transcript."""
-        started = self.spawn_of(trial_id, name)["ticks"] / os.sysconf("SC_CLK_TCK")
-        return float(started + stamp(log(self, trial_id, name), marker))
+        ticks, under the trial that started it) plus the line's stamp in its transcript."""
+        spawn = self.spawn_of(founder or trial_id, name)
+        return float(
+            spawn["ticks"] / os.sysconf("SC_CLK_TCK") + stamp(log(self, trial_id, name), marker)
+        )
 
     async def close(self) -> set[int]:
         sessions = ledger_sessions(self.run)
@@ -206,8 +208,12 @@ async def test_flower_sweep_and_faults(tmp_path: Path) -> None:
 
 
 async def crashes(tmp_path: Path) -> None:
-    """A ClientApp or ServerApp exception, a SuperNode lost mid-run, a taken port, and a trial
-    pruned after its first round: each ends with its status and phase, nothing left behind."""
+    """A ServerApp exception, a SuperNode lost mid-run, a taken port, and a trial pruned after its
+    first round: each ends with its status and phase, nothing left behind.
+
+    Reuse: a trial that ends ok leaves its deployment idle; then a trial that differs from it only
+    in run_config runs on it (the same SuperLink) and ends ok with its own metrics, while the taken
+    port's trial, which differs in a node-level key, must start a fresh one (on the taken port)."""
     plan = prepare(RunSettings(write_sweep(tmp_path, 1, {"init": 120, "train": 240})))
     batch = Batch(tmp_path, plan, "crashes")
     halt: asyncio.Future[Halted] = asyncio.get_running_loop().create_future()
@@ -235,21 +241,44 @@ async def crashes(tmp_path: Path) -> None:
         taken = squatter.getsockname()[1]
         assert isinstance(batch.ctx.ports, PortAllocator)
         port_ctx: TrialContext = dataclasses.replace(
-            batch.ctx, ports=TakenPorts(batch.ctx.ports, taken)  # type: ignore[arg-type]
+            batch.ctx,
+            ports=TakenPorts(batch.ctx.ports, taken),  # type: ignore[arg-type]
         )
-        outcomes: list[Outcome] = await asyncio.gather(
-            timed("client", batch.ctx, trial(0, **{"fail-at-round": 1})),
+
+        async def after_ok() -> tuple[Outcome, Outcome, Outcome]:
+            ok = await timed("ok", batch.ctx, trial(0))
+            # Tasks take their first step in the order they are made: the port trial (a
+            # kill_at_round no run reaches: a node-level change, not a fault) looks at the idle
+            # deployment first, and must pass it over; the next trial (a fault drill for a round
+            # its run does not reach: only run_config differs) then takes it.
+            port = asyncio.ensure_future(timed("port", port_ctx, trial(3, kill_at_round=9)))
+            reused = asyncio.ensure_future(
+                timed("reused", batch.ctx, trial(5, **{"fail-at-round": 2}))
+            )
+            return ok, await port, await reused
+
+        outcomes: list[Any] = await asyncio.gather(
+            after_ok(),
             timed("server", batch.ctx, trial(1, **{"server-fail-at-round": 1})),
             timed("lost", batch.ctx, trial(2, **{"num-server-rounds": 3})),
-            timed("port", port_ctx, trial(3)),
             timed("pruned", batch.ctx, trial(4, **{"num-server-rounds": 3}), halt),
         )
     sessions = await batch.close()
-    client, server, lost, port, pruned = outcomes
+    (ok, port, reused), server, lost, pruned = outcomes
+    outcomes = [ok, reused, server, lost, port, pruned]
     summary = [(o.status, o.phase, o.reason[:120]) for o in outcomes]
 
-    assert (client.status, client.phase) == (Status.CRASHED, "train"), summary
-    assert "ClientApp raised an exception" in client.reason
+    assert [o.status for o in (ok, reused)] == [Status.OK] * 2, summary
+    # reuse: the reused trial ran on the ok trial's SuperLink; the port one started its own
+    assert (ok.deployment, reused.deployment, port.deployment) == ("t00000", "t00000", "t00003")
+    assert reused.ports == ok.ports and "init" not in reused.durations
+    with pytest.raises(LookupError):
+        batch.spawn_of("t00005", "aggregator")
+    assert f"pid {batch.pid_of('t00000', 'aggregator')})" in log(batch, "t00005", "aggregator")
+    # its metrics and rounds are its own run's, read after it took the deployment
+    assert reused.rounds_completed == 1 and len(reused.round_accuracies) == 1
+    assert reused.parties[0].metrics.keys() == {"loss", "acc", "num-examples"}
+    assert "SuperNode ID:" not in log(batch, "t00005", "party0")
     assert (server.status, server.phase) == (Status.CRASHED, "train"), summary
     assert "ServerApp raised an exception" in server.reason
     assert (lost.status, lost.phase) == (Status.CRASHED, "train"), summary
@@ -264,8 +293,6 @@ async def crashes(tmp_path: Path) -> None:
     report(
         {
             # the failing process's marker line to the trial's end
-            "clientapp_exception": at["client-end"]
-            - batch.when("t00000", "party0", "ClientApp raised an exception"),
             "serverapp_exception": at["server-end"]
             - batch.when("t00001", "submit", "ServerApp raised an exception"),
             "supernode_lost": at["lost-end"] - at["lost"],
@@ -279,7 +306,7 @@ async def crashes(tmp_path: Path) -> None:
 async def timeouts(tmp_path: Path) -> None:
     """A run waiting for a node that never comes, and a SuperNode killed as round 1 starts (a
     swept fault; Flower waits for its reply): both end at the train timeout."""
-    train_timeout = 60.0
+    train_timeout = 45.0
     plan = prepare(RunSettings(write_sweep(tmp_path, 1, {"init": 120, "train": train_timeout})))
     batch = Batch(tmp_path, plan, "timeouts")
     hung, killed = await asyncio.gather(
@@ -306,13 +333,16 @@ async def timeouts(tmp_path: Path) -> None:
 async def cli_sweep(tmp_path: Path) -> None:
     """`seel run` on two SuperNodes made from one config (`parties.count`): per-round records,
     per-party metrics, an app_config edit that keeps the app's comments, and nothing left when it
-    is over."""
+    is over. The second trial differs only in run_config: it runs on the first one's deployment,
+    where its ClientApp raises (a crash in train, which stops the deployment)."""
     sweep = write_sweep(tmp_path, 1, {"init": 120, "train": 240})
     text = sweep.read_text()
     doc = json.loads(text)
     doc["parameters"]["app_config.batch-size"] = {"values": [16]}
     del doc["parameters"]["run_config.min-nodes"]  # the count sets it
     doc["parameters"]["parties.count"] = {"values": [2]}
+    doc["parameters"]["run_config.fail-at-round"] = {"values": [0, 1]}
+    doc["parallel"] = 1
     sweep.write_text(json.dumps(doc))
     out = tmp_path / "run"
     seel = await asyncio.create_subprocess_exec(
@@ -328,7 +358,7 @@ async def cli_sweep(tmp_path: Path) -> None:
     )
     _, stderr = await seel.communicate()
     assert seel.returncode == 0, stderr.decode()[-2000:]
-    [record] = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
+    record, client = [json.loads(x) for x in (out / "ledger.jsonl").read_text().splitlines()]
     assert record["status"] == "ok", record["reason"]
     assert record["rounds_completed"] == 1 and len(record["round_accuracies"]) == 1
     assert len(record["parties"]) == 2
@@ -338,6 +368,19 @@ async def cli_sweep(tmp_path: Path) -> None:
     nodes = [yamledit.to_plain(yamledit.load_roundtrip(trial_dir / f"config_party{i}.yml"))["node_config"] for i in range(2)]
     assert nodes == [{"partition-id": i, "num-partitions": 2} for i in range(2)]
     assert yamledit.to_plain(yamledit.load_roundtrip(trial_dir / "config_agg.yml"))["run_config"]["min-nodes"] == 2
+    # a ClientApp exception, on the deployment the first trial started
+    assert (client["status"], client["phase"]) == ("crashed", "train"), client["reason"]
+    assert "ClientApp raised an exception" in client["reason"]
+    assert (record["deployment"], client["deployment"]) == ("t00000", "t00000")
+    spawned = [json.loads(line) for line in (out / "procs.jsonl").read_text().splitlines()]
+    assert [d["trial"] for d in spawned if d.get("name") == "aggregator"] == ["t00000"]
+    [party0] = [d for d in spawned if d.get("name") == "party0"]
+    raised = party0["ticks"] / os.sysconf("SC_CLK_TCK") + stamp(
+        (out / "trials" / "t00001" / "party0.log").read_text(errors="replace"),
+        "ClientApp raised an exception",
+    )
+    ended = client["started_at"] + client["elapsed_s"] - (time.time() - boot_clock())
+    report({"clientapp_exception": ended - raised})
     rounds_file = out / "trials" / "t00000" / "rounds.jsonl"
     rounds = [json.loads(line) for line in rounds_file.read_text().splitlines()]
     assert rounds[0]["round"] == 1

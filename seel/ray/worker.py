@@ -138,7 +138,8 @@ class TrialWorker:
             if last:
                 yield ("dir", last)
             last = chunk
-        transfer.remove(trial_dir)
+        if machine.deployments is None or not machine.deployments.in_use(trial.trial_id):
+            transfer.remove(trial_dir)  # else the processes it started still use it: at aclose
         yield ("end", outcome, last)
 
     async def stop(self, trial_id: str, status: str, reason: str) -> None:

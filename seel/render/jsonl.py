@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from seel import jsonio
 from seel.events import (
+    DeploymentReused,
     Event,
     PhaseReached,
     RoundFinished,
@@ -82,6 +83,8 @@ class JsonLinesSink:
                     "elapsed": round(event.elapsed_s, 6),
                 },
             )
+        elif isinstance(event, DeploymentReused):
+            self._write("deployment", {"trial": event.trial_id, "deployment": event.deployment})
         elif isinstance(event, RoundFinished):
             self._write(
                 "round",
@@ -113,6 +116,7 @@ class JsonLinesSink:
                     "rounds_completed": o.rounds_completed,
                     "metrics": {str(p.index): p.metrics for p in o.parties},
                     **({"node": o.node} if o.node is not None else {}),
+                    "deployment": o.deployment,
                 },
             )
         elif isinstance(event, SearchProgress):

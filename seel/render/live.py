@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from seel.events import (
+    DeploymentReused,
     Event,
     PartyState,
     PhaseReached,
@@ -62,6 +63,7 @@ class _Running:
     rounds: int | None = None
     accuracy: float | None = None
     parties: dict[int, str] = field(default_factory=dict)
+    deployment: str | None = None  # the trial whose deployment it reuses
 
 
 @dataclass
@@ -137,6 +139,10 @@ class LiveSink:
                 run.phase, run.process = event.phase, event.process
                 if event.phase == "train":
                     run.parties = dict.fromkeys(run.parties, "training")
+        elif isinstance(event, DeploymentReused):
+            run = s.running.get(event.trial_id)
+            if run is not None:
+                run.deployment = event.deployment
         elif isinstance(event, PartyState):
             run = s.running.get(event.trial_id)
             if run is not None:
@@ -241,7 +247,10 @@ class LiveSink:
             table.add_row(
                 Text(trial_id + (f" (try {run.attempt})" if run.attempt > 1 else "")),
                 Text(params),
-                Text(f"{run.phase} ({run.process})"),
+                Text(
+                    f"{run.phase} ({run.process})"
+                    + (f", reused {run.deployment}'s deployment" if run.deployment else "")
+                ),
                 Text(rounds),
                 Text("" if run.accuracy is None else f"{run.accuracy:.4f}"),
                 Text(f"{now - run.started:.1f} s"),

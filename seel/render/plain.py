@@ -68,9 +68,14 @@ class PlainSink:
             values = [p.metrics.get(self.metric) for p in o.parties]
             shown = ",".join("-" if v is None else f"{v:.4f}" for v in values)
             width = len(str(self.total))
+            reused = (
+                f"  reused {o.deployment}'s deployment"
+                if o.deployment is not None and o.deployment != o.trial_id
+                else ""
+            )
             self._print(
                 f"[{self.finished:>{width}}/{self.total}] {o.trial_id} {o.status}{where:<10} "
-                f"{o.elapsed_s:6.2f}s {params}  {self.metric}={shown}"
+                f"{o.elapsed_s:6.2f}s {params}  {self.metric}={shown}{reused}"
             )
             self._search_best()
         elif isinstance(event, SearchProgress):
