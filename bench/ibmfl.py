@@ -121,11 +121,11 @@ def phase_medians(records: list[dict[str, Any]], keys: set[tuple[Any, ...]]) -> 
     return {p: statistics.median(r["durations"][p] for r in chosen if p in r["durations"]) for p in PHASES}
 
 
-def compare_phases(solo: dict[str, Any], many: dict[str, Any]) -> None:
+def compare_phases(solo: dict[str, Any], many: dict[str, Any], what: str = "") -> None:
     keys = {_key(r) for r in solo["records"]}
     alone = phase_medians(solo["records"], keys)
     together = phase_medians(many["records"], keys)
-    print(f"\nphase medians over the same {len(keys)} trials, {many['label']} vs {solo['label']}:")
+    print(f"\n{what}phase medians over the same {len(keys)} trials, {many['label']} vs {solo['label']}:")
     print(f"  {'phase':<9} {'solo s':>8} {'chosen s':>9} {'ratio':>6}")
     for phase in PHASES:
         ratio = together[phase] / alone[phase] if alone[phase] else float("nan")
@@ -159,7 +159,12 @@ def main() -> int:
             return 0
         cold = cold_sweep(folder)
         warm_auto = run("Table I, warm, --parallel auto", SWEEP, folder / "warm-auto")
-        warm_solo = run("subset, warm, --parallel 1", SWEEP, folder / "warm-solo", *SOLO, "--parallel", "1")
+        # The subset alone twice: how far two solo runs differ is the comparison's noise floor
+        # (phases of 5-30 ms, medians of 9), and auto is compared with both runs' trials.
+        solo_a = run("subset, warm, --parallel 1", SWEEP, folder / "warm-solo", *SOLO, "--parallel", "1")
+        solo_b = run("subset again, warm, --parallel 1", SWEEP, folder / "warm-solo-2", *SOLO, "--parallel", "1")
+        compare_phases(solo_a, solo_b, "the noise floor: ")
+        warm_solo = {**solo_a, "label": "both solo runs", "records": solo_a["records"] + solo_b["records"]}
         if not args.quick:
             cold_auto = run("Table I, cold, --parallel auto", cold, folder / "cold-auto")
             cold_solo = run("subset, cold, --parallel 1", cold, folder / "cold-solo", *SOLO, "--parallel", "1")

@@ -275,7 +275,7 @@ class AutoParallel:
         probe_below: float = 0.5,
         settle_s: float = 2.0,
         stagger_s: float = 0.25,
-        pressure_target: float = 0.10,
+        pressure_target: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.meter = meter
