@@ -55,6 +55,22 @@ def test_json_stdout_is_only_valid_events(quick_run: tuple[Path, str]) -> None:
     assert any(p.endswith("results.parquet") for p in last["results"])
 
 
+def test_a_phase_an_engine_command_starts_is_a_valid_event() -> None:
+    import io
+
+    from seel.events import PhaseReached
+    from seel.render.jsonl import JsonLinesSink
+
+    schema = json.loads((resources.files("seel") / "render" / "event_schema.json").read_text())
+    out = io.StringIO()
+    sink = JsonLinesSink(out)
+    sink.run_id = "r1"  # as a sweep_started event sets it
+    sink.emit(PhaseReached("t00000", "submit", "train", 8.5))  # Flower's flwr run
+    event = json.loads(out.getvalue())
+    assert event["process"] == "submit"
+    jsonschema.validate(event, schema)
+
+
 def test_schema_rejects_what_it_should() -> None:
     schema = json.loads((resources.files("seel") / "render" / "event_schema.json").read_text())
     bad = {"schema": 1, "event": "round", "time": "2026-11-25T00:00:00.000Z", "run_id": "x", "trial": "t", "round": 0}
