@@ -454,7 +454,7 @@ def engines(
     ] = None,
 ) -> None:
     """List the engines and whether each is usable here (for ibmfl: can its Python import it?)."""
-    from seel.engine import load_engine, shipped_engines
+    from seel.enginefile import load_engine, shipped_engines
 
     for name in shipped_engines():
         engine = load_engine(name, "seel", python=python if name != "builtin" else None)
@@ -526,7 +526,7 @@ def ibmfl_data(
 
       seel ibmfl data sweeps/configs/ibmfl --python ibmfl-venv/bin/python
     """
-    from seel.engine import load_engine
+    from seel.enginefile import load_engine
     from seel.ibmfl.files import write_files
 
     with _errors(debug):
@@ -570,7 +570,7 @@ def init(
 
       seel init ./my-flower-app --engine flower     # also writes its SuperLink/SuperNode configs
     """
-    from seel.engine import shipped_engines
+    from seel.enginefile import shipped_engines
     from seel.flowerstart import flower_starter
     from seel.starter import starter_sweep
 

@@ -1,5 +1,5 @@
 """Deployments kept between trials: an aggregator and its parties that serve one trial after
-another, for engines with `reuse:` (seel/engine.py).
+another, for engines with `reuse:` (seel/engine.py, read by seel/enginefile.py).
 
 A deployment is the aggregator and party processes one trial started (its founder), the ports
 they hold, and its key: the trial's swept values outside the engine's `reuse.when_only` keys, with

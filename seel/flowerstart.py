@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from seel import yamledit
-from seel.engine import load_engine
+from seel.enginefile import load_engine
 from seel.errors import SpecError
 
 SUPERNODES = 2  # SuperNodes of a starter deployment

@@ -16,7 +16,7 @@ from typing import Literal
 
 from seel.capacity import AutoParallel, LoadMeter
 from seel.context import Machine
-from seel.engine import load_engine
+from seel.enginefile import load_engine
 from seel.events import Event, Sink, SweepFinished, SweepStarted, isolated
 from seel.failfast import FailFast
 from seel.grid import GridSource

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from seel import yamledit
-from seel.engine import Engine, load_engine
+from seel.engine import Engine
+from seel.enginefile import load_engine
 from seel.errors import SpecError
 
 _SKIP_LEAVES = {"port", "party_index", "num_classes"}

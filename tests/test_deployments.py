@@ -23,7 +23,7 @@ import pytest
 from rich.console import Console
 
 from seel.context import Machine
-from seel.engine import parse_engine
+from seel.enginefile import parse_engine
 from seel.errors import SpecError
 from seel.events import DeploymentReused, Event, SweepStarted, TrialFinished, TrialStarted
 from seel.outcome import Outcome, PartyResult, Status

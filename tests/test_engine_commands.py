@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from seel.engine import RoundLine, load_engine, parse_engine
+from seel.engine import RoundLine
+from seel.enginefile import load_engine, parse_engine
 from seel.errors import SpecError
 from seel.events import RoundFinished
 from seel.jsoncheck import json_mismatch

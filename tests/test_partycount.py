@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from seel import yamledit
 from seel.cli import app
-from seel.engine import parse_engine
+from seel.enginefile import parse_engine
 from seel.errors import SpecError
 from seel.events import PartyState, TrialStarted
 from seel.grammar import COMMAND_LINE
