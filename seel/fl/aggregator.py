@@ -7,7 +7,6 @@ calls each party for every round, waits for a quorum of replies and fuses them.
 from __future__ import annotations
 
 import asyncio
-import errno
 import math
 import secrets
 import sys
@@ -26,7 +25,6 @@ from seel.fl.model import Model, Weights
 
 LOGGER = "seel.fl.aggregator.aggregator"
 EXIT_CONFIG = 2
-EXIT_ADDRESS_IN_USE = 3
 EXIT_QUORUM = 4
 _STOP_TIMEOUT_S = 5.0
 
@@ -98,16 +96,9 @@ class Aggregator:
         if self.server is not None:
             self.log.warning("Aggregator already started")
             return None
-        listen = self.config.listen
-        try:
-            self.server = await asyncio.start_server(self._serve, listen.host, listen.port)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                self.log.error(f"Address already in use: {listen}")
-            else:
-                self.log.error(f"Cannot listen on {listen}: {exc.strerror or exc}")
-            return EXIT_ADDRESS_IN_USE
-        self.log.info(f"Listening on {listen}")
+        self.server = await wire.listen(self._serve, self.config.listen, self.log)
+        if self.server is None:
+            return wire.EXIT_ADDRESS_IN_USE
         self.log.info("Aggregator start successful")
         return None
 

@@ -7,7 +7,6 @@ After registering, the aggregator calls it to train, evaluate, sync, save and st
 from __future__ import annotations
 
 import asyncio
-import errno
 import hmac
 import os
 import signal
@@ -28,7 +27,6 @@ from seel.fl.model import Model
 
 LOGGER = "seel.fl.party.party"
 EXIT_CONFIG = 2
-EXIT_ADDRESS_IN_USE = 3
 
 
 class SimulatedCrash(RuntimeError):
@@ -71,16 +69,9 @@ class Party:
         if self.server is not None:
             self.log.warning("Party already started")
             return None
-        listen = self.config.listen
-        try:
-            self.server = await asyncio.start_server(self._serve, listen.host, listen.port)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                self.log.error(f"Address already in use: {listen}")
-            else:
-                self.log.error(f"Cannot listen on {listen}: {exc.strerror or exc}")
-            return EXIT_ADDRESS_IN_USE
-        self.log.info(f"Listening on {listen}")
+        self.server = await wire.listen(self._serve, self.config.listen, self.log)
+        if self.server is None:
+            return wire.EXIT_ADDRESS_IN_USE
         self.log.info("Party start successful")
         return None
 

@@ -8,15 +8,23 @@ Nothing is ever unpickled. A frame that is malformed or larger than the limit ra
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import math
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from seel.fl.config import Endpoint
+    from seel.fl.log import Logger
+
+EXIT_ADDRESS_IN_USE = 3  # a process's exit code when it cannot listen where its config says
 
 _MAGIC = b"SEFL"
 _PREFIX = struct.Struct(">4sIQ")
@@ -144,3 +152,22 @@ async def request(host: str, port: int, message: Message, max_bytes: int) -> Mes
             await writer.wait_closed()
         except OSError:
             pass
+
+
+async def listen(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    endpoint: Endpoint,
+    log: Logger,
+) -> asyncio.Server | None:
+    """A server on `endpoint`; None, with an ERROR line saying why (IBM FL's words for a taken
+    port, which SEEL's engine definition matches), when it cannot listen there."""
+    try:
+        server = await asyncio.start_server(serve, endpoint.host, endpoint.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            log.error(f"Address already in use: {endpoint}")
+        else:
+            log.error(f"Cannot listen on {endpoint}: {exc.strerror or exc}")
+        return None
+    log.info(f"Listening on {endpoint}")
+    return server
