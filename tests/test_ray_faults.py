@@ -77,7 +77,9 @@ def test_sigkilled_controller_leaves_no_process_and_the_same_command_resumes(
     assert again.finish() == 0, again.stderr()
     records = ledger(out)
     assert sorted(r["trial_id"] for r in records) == ["t00000", "t00001", "t00002"]
-    assert all(r["status"] == "ok" for r in records)
+    assert all(r["status"] == "ok" for r in records), [
+        (r["trial_id"], r["status"], r["phase"], r["attempts"], r["reason"]) for r in records
+    ]
     for record in records:
         assert (out / "trials" / record["trial_id"] / "outcome.json").is_file()
         assert (out / "trials" / record["trial_id"] / "party1.log").is_file()
@@ -101,7 +103,9 @@ def test_a_lost_node_fails_its_trial_which_reruns_on_another_node_recorded_once(
     assert ctl.finish() == 0, ctl.stderr()
     records = ledger(out)
     assert sorted(r["trial_id"] for r in records) == ["t00000", "t00001", "t00002"]
-    assert all(r["status"] == "ok" for r in records)
+    assert all(r["status"] == "ok" for r in records), [
+        (r["trial_id"], r["status"], r["phase"], r["attempts"], r["reason"]) for r in records
+    ]
     [retried] = [e for e in ctl.events if e["event"] == "trial_finished" and e["will_retry"]]
     assert retried["status"] == "failed" and "lost" in retried["reason"]
     assert retried["trial"] in placed
