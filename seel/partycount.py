@@ -9,7 +9,7 @@ so i must be below the smallest count any trial can have.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,14 +82,10 @@ class PartyCount:
         """The counts a sweep's configs are checked at: the smallest and the largest."""
         return tuple(dict.fromkeys((self.smallest, self.largest)))
 
-    def of_trial(self, params: dict[str, Any], fixed: Sequence[tuple[Target, Any]]) -> int:
-        """The number of parties of a trial with these parameter values."""
-        if COUNT_PARAMETER in params:
-            return int(params[COUNT_PARAMETER])
-        for target, value in fixed:
-            if target == COUNT_TARGET:
-                return int(value)
-        return self.n_configs
+    def of_trial(self, params: dict[str, Any]) -> int:
+        """The number of parties of a trial with these parameter values (fixed, or not set:
+        the one count every trial has)."""
+        return int(params.get(COUNT_PARAMETER, self.smallest))
 
     def config_of(self, party_index: int) -> int:
         """The index of the party config that process `party_index` is made from."""

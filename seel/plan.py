@@ -50,7 +50,7 @@ class Plan:
 
     def parties_of(self, trial: TrialSpec) -> int:
         """The number of party processes of a trial (`parties.count`, else one per config)."""
-        return self.count.of_trial(trial.params, [(t, v) for _, t, v in self.spec.fixed])
+        return self.count.of_trial(trial.params)
 
     def config_paths(self, n_parties: int) -> list[Path]:
         """The config each process of a trial with `n_parties` parties is made from, aggregator
