@@ -92,18 +92,19 @@ def local_runner(
 AUTO_CAP = 64  # trials at once under --parallel auto, whatever the load allows
 
 
-def parallelism(settings: RunSettings, plan: Plan) -> tuple[int, AutoParallel | None]:
-    """Trials at once: a fixed number, or a cap and the policy that decides each start."""
+def parallelism(settings: RunSettings, plan: Plan) -> tuple[int, bool]:
+    """Trials at once: a fixed number (False), or the cap under --parallel auto (True), where
+    an `AutoParallel` decides each start."""
     chosen = settings.parallel if settings.parallel is not None else plan.spec.parallel
     if isinstance(chosen, int):
-        return chosen, None
+        return chosen, False
     cap = min(AUTO_CAP, plan.engine.max_parallel or AUTO_CAP)
     budget = (plan.spec.search or {}).get("trials")
     if isinstance(budget, int) and budget > 0:
         # An adaptive sampler learns only from finished trials: at most a tenth of the budget
         # runs before it hears back (at least 2), or it is little better than random.
         cap = min(cap, max(2, budget // 10))
-    return cap, AutoParallel(LoadMeter())
+    return cap, True
 
 
 def default_out(spec: SweepSpec) -> Path:
@@ -162,7 +163,7 @@ async def run_sweep(
     plan = plan or prepare(settings)
     spec = plan.spec
     out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory
-    parallel, auto = parallelism(settings, plan)
+    parallel, auto_wanted = parallelism(settings, plan)
     run_dir = RunDir(out, spec.fingerprint())
     result = RunResult(run_dir=out, tally=Tally())
     started = time.monotonic()
@@ -184,7 +185,7 @@ async def run_sweep(
                 parallel=parallel,
                 parameters=_axes(plan),
                 budget=manifest.budget,
-                auto=auto is not None,
+                auto=auto_wanted,
             )
         )
         scheduler = Scheduler(
@@ -194,20 +195,22 @@ async def run_sweep(
             record=run_dir.record,
             sink=sink,
             fail_fast=None if settings.keep_going else FailFast(),
-            auto=auto,
         )
         result.tally = scheduler.tally
         where = runner(plan, run_dir, manifest.run_id, scheduler.emit, settings)
-        if auto is not None:
-            auto.meter.start()
+        # auto reads the meter of the machine the trials run on (one meter for both)
+        meter = (where.meter or LoadMeter()) if auto_wanted else None
+        if meter is not None:
+            scheduler.auto = AutoParallel(meter)
+            meter.start()
         try:
             await scheduler.run(where)
         except asyncio.CancelledError:
             result.interrupted = True
         finally:
             await where.aclose()
-            if auto is not None:
-                await auto.meter.aclose()
+            if meter is not None:
+                await meter.aclose()
         result.results = run_dir.compact()
         sink.emit(
             SweepFinished(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from seel.capacity import AutoParallel
+from seel.capacity import AutoParallel, LoadMeter
 from seel.events import Event, RoundFinished, Sink, TrialFinished, TrialStarted
 from seel.failfast import FailFast
 from seel.outcome import Outcome, Status
@@ -43,6 +43,10 @@ class TrialSource(Protocol):
 
 class Runner(Protocol):
     """Where trials run."""
+
+    # The meter of the machine the trials run on, when this process runs them (what
+    # --parallel auto reads); None when they run elsewhere.
+    meter: LoadMeter | None
 
     async def run(self, trial: TrialSpec, attempt: int) -> Outcome:
         """Run a trial to its outcome (a failing trial is an outcome, not an exception)."""

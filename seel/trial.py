@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from seel.capacity import with_usage
+from seel.capacity import LoadMeter, with_usage
 from seel.child import Child, ChildError, ChildExited, FailureSeen, Line, MarkerTimeout
 from seel.context import Machine, TrialContext
 from seel.deployments import Deployment, deployment_key
@@ -77,6 +77,7 @@ class LocalRunner:
 
     def __init__(self, machine: Machine, emit: Callable[[Event], None]) -> None:
         self.machine = machine
+        self.meter: LoadMeter | None = machine.meter
         self.ctx = machine.context(emit)
         self._halts: dict[str, asyncio.Future[Halted]] = {}
 

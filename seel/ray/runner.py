@@ -30,6 +30,7 @@ import ray
 from ray.exceptions import RayError
 
 import seel
+from seel.capacity import LoadMeter
 from seel.errors import ClusterLost
 from seel.events import Event, PhaseReached
 from seel.outcome import Outcome, Status
@@ -56,6 +57,8 @@ class _Slot:
 
 class RayRunner:
     """Runs trials on slots of a Ray cluster (a Runner)."""
+
+    meter: LoadMeter | None = None  # the trials run on the cluster's nodes, each measuring its own
 
     def __init__(
         self,
