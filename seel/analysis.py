@@ -295,8 +295,10 @@ def _nonfinite(ok: pl.DataFrame, metric: str) -> NonFinite:
     )
 
 
-def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
-    """Analyse a run directory's results."""
+def build_report(run_dir: Path, only_metric: str | None = None, factorial: bool = True) -> Report:
+    """Analyse a run directory's results. `factorial=False` (an adaptive search, whose trials
+    are no factorial design) leaves out the per-parameter effects, rates and flags; the counts,
+    phases, best trials and the warnings on non-finite values and load stay."""
     df, manifest = load_results(run_dir)
     parameters = [p for p in manifest.parameters if p in df.columns]
     metrics = metric_columns(df, parameters)
@@ -350,7 +352,7 @@ def build_report(run_dir: Path, only_metric: str | None = None) -> Report:
                 f"not finite ({kinds}); means, intervals and effects are over the other "
                 f"{left_out.trials - left_out.count}"
             )
-    for parameter in parameters:
+    for parameter in parameters if factorial else []:
         effects = [e for m in metrics if (e := _effect(ok, parameter, m, parameters)) is not None]
         report.effects += effects
         n_values = per_trial[parameter].n_unique()

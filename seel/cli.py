@@ -388,15 +388,15 @@ def report(
     from seel.search.study import is_search_run
 
     with _errors(debug):
-        result = build_report(run_dir, metric)
-        if is_search_run(run_dir):
+        search_run = is_search_run(run_dir)
+        # A search is not a factorial design: no permutation tests, no per-value rates.
+        result = build_report(run_dir, metric, factorial=not search_run)
+        if search_run:
             from seel.search.analysis import build_search_report
 
             search = build_search_report(run_dir)
-            # A search is not a factorial design: no permutation tests, no per-value rates.
-            result.effects, result.rates, result.flags = [], [], []
             if json_out:
-                print(json.dumps({**result.to_json(), "search": search.to_json()}, default=str))
+                print(jsonio.dumps({**result.to_json(), "search": search.to_json()}))
                 return
             from seel.render.search_report import show_search_report
 

@@ -36,7 +36,7 @@ from seel.events import (
 )
 from seel.outcome import Status
 from seel.render.best import BestTracker, lower_is_better
-from seel.render.text import short_name, value_text
+from seel.render.text import params_text, short_name, value_text
 
 REFRESH_S = 0.25
 _MAX_RUNNING_ROWS = 12
@@ -238,7 +238,7 @@ class LiveSink:
             table.add_column(column)
         now = time.monotonic()
         for trial_id, run in list(self.state.running.items())[:_MAX_RUNNING_ROWS]:
-            params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in run.params.items())
+            params = params_text(run.params)
             rounds = (
                 f"{run.round} of {run.rounds}"
                 if run.rounds
@@ -265,7 +265,7 @@ class LiveSink:
         best = self.best.as_json()
         if best is None:
             return Text(f"best {self.metric}: —", style="dim")
-        params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
+        params = params_text(best["params"])
         return Text.assemble(
             (f"best {self.metric} ", "bold"),
             (f"{best['value']:.4f}", "bold green"),
@@ -373,7 +373,7 @@ def _search_best(search: SearchProgress) -> Text:
         ids = " ".join(str(b["trial_id"]) for b in search.best[:8])
         return Text.assemble(head, ("Pareto front ", "bold"), f"{len(search.best)} trials: {ids}")
     best = search.best[0]
-    params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
+    params = params_text(best["params"])
     return Text.assemble(
         head,
         (f"best {search.objectives[0]} ", "bold"),

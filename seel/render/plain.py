@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from seel.events import Event, SearchProgress, SweepFinished, SweepStarted, TrialFinished
-from seel.render.text import short_name, value_text
+from seel.render.text import params_text
 
 
 def _at_a_time(event: SweepStarted) -> str:
@@ -44,7 +44,7 @@ class PlainSink:
             self._print(f"       Pareto front: {len(ids)} trials: {' '.join(ids[:8])}")
             return
         best = search.best[0]
-        params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in best["params"].items())
+        params = params_text(best["params"])
         self._print(f"       best {search.objectives[0]} {best['values'][0]:.4f} {ids[0]} {params}")
 
     def emit(self, event: Event) -> None:
@@ -63,7 +63,7 @@ class PlainSink:
                 self._print(f"       {o.trial_id} {o.status} ({o.reason}); retrying")
                 return
             self.finished += 1
-            params = " ".join(f"{short_name(k)}={value_text(v)}" for k, v in o.params.items())
+            params = params_text(o.params)
             where = f"@{o.phase}" if o.phase else ""
             values = [p.metrics.get(self.metric) for p in o.parties]
             shown = ",".join("-" if v is None else f"{v:.4f}" for v in values)

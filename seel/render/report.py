@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from seel.analysis import Report
 from seel.outcome import Status
-from seel.render.text import short_name
+from seel.render.text import cell_text, short_name
 
 # Not ok, and not about the configuration (an interrupted trial is run again).
 _FAILED = [s for s in Status if s not in (Status.OK, Status.INTERRUPTED)]
 _NOT_OK = [s for s in Status if s is not Status.OK]
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"  # nan and inf print as such: they are results
-    return str(value)
 
 
 def _trials(n: int, nonfinite: int) -> str:
@@ -86,9 +76,9 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         summary.add_row(
             Text(parameter),
             str(len(chosen.levels)),
-            _fmt(chosen.spread),
-            _fmt(chosen.eta_squared),
-            _fmt(chosen.p_value),
+            cell_text(chosen.spread),
+            cell_text(chosen.eta_squared),
+            cell_text(chosen.p_value),
             verdict,
             moved,
         )
@@ -108,9 +98,9 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         for level in e.levels:
             ci = "—" if level.ci95 is None else f"± {level.ci95:.4g}"
             table.add_row(
-                Text(_fmt(level.value)),
+                Text(cell_text(level.value)),
                 _trials(level.n, level.nonfinite),
-                _fmt(level.mean),
+                cell_text(level.mean),
                 ci,
             )
         console.print(table)
@@ -124,7 +114,7 @@ def show_report(report: Report, console: Console, metric: str) -> None:
     for r in report.rates:
         rates.add_row(
             Text(short_name(r.parameter)),
-            Text(_fmt(r.value)),
+            Text(cell_text(r.value)),
             str(r.trials),
             *(f"{r.rate(s):.1%}" for s in _FAILED),
         )
@@ -138,6 +128,6 @@ def show_report(report: Report, console: Console, metric: str) -> None:
         best.add_column("n", justify="right")
         best.add_column("parameters")
         for row in rows:
-            params = " ".join(f"{short_name(k)}={_fmt(v)}" for k, v in row["params"].items())
-            best.add_row(_fmt(row["mean"]), _trials(row["n"], row["nonfinite"]), Text(params))
+            params = " ".join(f"{short_name(k)}={cell_text(v)}" for k, v in row["params"].items())
+            best.add_row(cell_text(row["mean"]), _trials(row["n"], row["nonfinite"]), Text(params))
         console.print(best)

@@ -3,24 +3,16 @@ parameter importances and the optimization history, after the run's status count
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from seel.analysis import Report
 from seel.render.report import show_header, show_phases
-from seel.render.text import short_name
+from seel.render.text import cell_text, short_name
 from seel.search.analysis import SearchReport
 
 _HISTORY_ROWS = 12
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "—" if value != value else f"{value:.4g}"
-    return "—" if value is None else str(value)
 
 
 def show_search_report(report: Report, search: SearchReport, console: Console) -> None:
@@ -36,7 +28,7 @@ def show_search_report(report: Report, search: SearchReport, console: Console) -
             f"objective {objectives}"
         )
     )
-    for note in search.notes:
+    for note in [*search.notes, *report.flags]:
         console.print(Text(f"! {note}", style="bold yellow"))
 
     title = "Best trial" if len(search.objectives) == 1 else "Pareto front"
@@ -46,8 +38,8 @@ def show_search_report(report: Report, search: SearchReport, console: Console) -
         best.add_column(name, justify="right")
     best.add_column("parameters")
     for row in search.best:
-        params = " ".join(f"{short_name(k)}={_fmt(v)}" for k, v in row["params"].items())
-        best.add_row(row["trial"], *(_fmt(v) for v in row["values"]), Text(params))
+        params = " ".join(f"{short_name(k)}={cell_text(v)}" for k, v in row["params"].items())
+        best.add_row(row["trial"], *(cell_text(v) for v in row["values"]), Text(params))
     console.print(best)
 
     for name, importances in search.importances.items():
@@ -82,7 +74,11 @@ def show_search_report(report: Report, search: SearchReport, console: Console) -
             seen.add(row["trial"])
             values = row["values"] or [None]
             history.add_row(
-                row["trial"], row["state"], str(row["rounds"]), _fmt(values[0]), _fmt(row["best"])
+                row["trial"],
+                row["state"],
+                str(row["rounds"]),
+                cell_text(values[0]),
+                cell_text(row["best"]),
             )
         console.print(history)
 

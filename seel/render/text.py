@@ -10,6 +10,21 @@ def value_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def cell_text(value: Any) -> str:
+    """A table cell: a float to 4 significant digits (nan and inf as such: they are results),
+    no value as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A configuration on one line: `lr=0.1 rounds=4`."""
+    return " ".join(f"{short_name(k)}={value_text(v)}" for k, v in params.items())
+
+
 def short_name(name: str) -> str:
     """A dotted parameter name's last part: `hyperparams.global.rounds` -> `rounds`."""
     return name.rsplit(".", 1)[-1]

@@ -6,7 +6,6 @@ each parameter's effect does not apply.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,18 +43,8 @@ class SearchReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = _finite(asdict(self))
-        return out
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        """As a dict for `jsonio.dumps` (which spells a value that is not finite)."""
+        return asdict(self)
 
 
 def build_search_report(run_dir: Path) -> SearchReport:
