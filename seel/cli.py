@@ -450,14 +450,19 @@ def plot(
 def engines(
     python: Annotated[
         str | None,
-        typer.Option(help="Python of the engine's environment to check (for ibmfl)."),
+        typer.Option(
+            help="Python of the environment to check, for the engines that run in one of their "
+            "own (ibmfl)."
+        ),
     ] = None,
 ) -> None:
     """List the engines and whether each is usable here (for ibmfl: can its Python import it?)."""
     from seel.enginefile import load_engine, shipped_engines
 
     for name in shipped_engines():
-        engine = load_engine(name, "seel", python=python if name != "builtin" else None)
+        engine = load_engine(name, "seel")
+        if python is not None and engine.own_python:
+            engine = load_engine(name, "seel", python=python)
         ok, why = engine.usable()
         print(
             f"{name:<10} {'usable' if ok else 'not usable'}: {why}   [{engine.python}] {engine.description}"

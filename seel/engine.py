@@ -194,6 +194,7 @@ class Engine:
     preload_keys: tuple[str, ...] = ()
     files_hint: str = ""  # how to make the files `file_keys` name, said when one is missing
     python_hint: str = ""  # how to point SEEL at the engine's Python, said when it is not usable
+    own_python: bool = False  # it runs in an environment of its own (`python:` set), not SEEL's
     cpus_per_trial: float = 1.0  # what one trial holds on a Ray node (all its processes at once)
     reuse: Reuse | None = None  # None: every trial starts its own processes
 

@@ -357,6 +357,7 @@ def parse_engine(doc: Any, source: str, prefix: str = "") -> Engine:
         preload_keys=r.dotted(doc, "preload_keys"),
         files_hint=r.get(doc, "files_hint", str, ""),
         python_hint=r.get(doc, "python_hint", str, ""),
+        own_python=bool(r.get(doc, "python", str, "")),
         cpus_per_trial=cpus_per_trial,
         reuse=_reuse(doc, r, lifecycle, commands),
     )

@@ -275,12 +275,15 @@ def test_setup_without_the_wheel_says_where_it_is(tmp_path: Path) -> None:
 def test_engines_names_seel_ibmfl_python_when_ibmfl_is_not_found(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["engines", "--python", str(tmp_path / "no-python")])
     assert result.exit_code == 0, result.output
-    ibmfl = [line for line in result.stdout.splitlines() if not line.startswith("builtin")]
+    lines = result.stdout.splitlines()
+    ibmfl = lines[next(i for i, line in enumerate(lines) if line.startswith("ibmfl")) :]
     assert "not usable" in ibmfl[0]
     assert str(tmp_path / "no-python") in ibmfl[0]
     assert any("SEEL_IBMFL_PYTHON" in line for line in ibmfl)
     builtin = next(line for line in result.stdout.splitlines() if line.startswith("builtin"))
     assert "usable: ok" in builtin  # --python is the ibmfl engine's, never the built-in one's
+    flower = next(line for line in lines if line.startswith("flower"))
+    assert str(tmp_path / "no-python") not in flower  # nor Flower's: it runs in SEEL's Python
 
 
 # -- seel init on IBM FL's example configs ---------------------------------------------------
