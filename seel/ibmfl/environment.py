@@ -43,10 +43,11 @@ def venv_python(venv: Path) -> Path:
 
 
 def setup_commands(wheel: Path, venv: Path, base_python: str | None = None) -> list[list[str]]:
-    """The commands that build the environment at `venv`, in order."""
+    """The commands that build the environment at `venv`, in order (the venv made with
+    `base_python`, by default `base_interpreter()`)."""
     python = str(venv_python(venv))
     return [
-        [base_python or sys.executable, "-m", "venv", str(venv)],
+        [base_python or base_interpreter(), "-m", "venv", str(venv)],
         [python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
         [python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
         [python, "-m", "pip", "install", "--quiet", *DEPENDENCIES],
@@ -66,8 +67,10 @@ def check_wheel(wheel: Path) -> None:
 
 
 def base_interpreter() -> str:
-    """The Python to make the environment with: the one SEEL runs on, outside any venv."""
-    return str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
+    """The Python to make the environment with: the one SEEL runs on, outside any venv (or SEEL's
+    own, where that one is not found)."""
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    return str(base) if base.exists() else sys.executable
 
 
 def build(
@@ -79,10 +82,7 @@ def build(
     """Run the setup commands (saying each first); returns the environment's Python."""
     check_wheel(wheel)
     runner = run or (lambda argv: subprocess.run(list(argv), check=False).returncode)
-    base = base_interpreter()
-    for argv in setup_commands(
-        wheel.resolve(), venv.resolve(), base if Path(base).exists() else None
-    ):
+    for argv in setup_commands(wheel.resolve(), venv.resolve()):
         say(" ".join(argv))
         code = runner(argv)
         if code != 0:
