@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from seel import yamledit
+
 
 def json_mismatch(lines: list[str], expected: tuple[tuple[str, str], ...]) -> str | None:
     """Why a command's output (JSON, after any lines before it) does not hold the expected values
@@ -21,14 +23,9 @@ def json_mismatch(lines: list[str], expected: tuple[tuple[str, str], ...]) -> st
     except ValueError as exc:
         return f"output is not JSON: {exc}"
     for path, want in expected:
-        node = doc
-        for part in path.split("."):
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                return f"{path} is missing"
+        if not yamledit.has_path(doc, path):  # the same dotted paths as config keys
+            return f"{path} is missing"
+        node = yamledit.get_path(doc, path)
         if json.dumps(node) != want:
             return f"{path} is {json.dumps(node)}, expected {want}"
     return None

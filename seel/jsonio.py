@@ -72,8 +72,3 @@ def number(value: Any) -> Any:
     if isinstance(value, str):
         return _NON_FINITE.get(value, value)
     return value
-
-
-def is_finite_number(value: Any) -> bool:
-    """Whether `value` is an int or float that is finite (not a bool, not a spelled non-finite)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
