@@ -148,6 +148,7 @@ class Child:
         self._waiters: list[_Waiter] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._transcript: IO[bytes] | None = None
+        self._transcript_limit = transcript_limit_bytes
         self._transcript_left = transcript_limit_bytes
         self._t0 = time.monotonic()
         self.failure: FailureSeen | None = None
@@ -241,7 +242,6 @@ class Child:
         transcript: Path | None,
         on_line: Callable[[Child, Line], None] | None,
         note: str,
-        transcript_limit_bytes: int = 64 << 20,
     ) -> None:
         """Hand the process to a new owner: `note` ends the old transcript and starts `transcript`
         (None: keep writing the old one), and its lines go to `on_line` from now on.
@@ -253,7 +253,7 @@ class Child:
             if self._transcript is not None:
                 self._transcript.close()
             self._transcript = transcript.open("ab", buffering=0)
-            self._transcript_left = transcript_limit_bytes
+            self._transcript_left = self._transcript_limit  # each transcript has the same cap
             self._note(note)
         self._on_line = on_line
         self._first_error = FirstError()
