@@ -30,8 +30,7 @@ from seel.loadflag import timeouts_track_load
 from seel.manifest import MANIFEST_FILE, RunManifest
 from seel.outcome import Status
 from seel.partycount import COUNT_PARAMETER
-from seel.render.best import lower_is_better
-from seel.results import is_metric_column
+from seel.results import is_metric_column, lower_is_better
 from seel.store import RESULTS_PARQUET
 
 SCHEMA = 1  # of `report --json`

@@ -43,6 +43,13 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "deployment",
 )
 DURATION_PREFIX = "duration."
+LOWER_IS_BETTER = ("loss", "error", "elapsed", "duration", "time")  # words in a column's name
+
+
+def lower_is_better(column: str) -> bool:
+    """Whether a smaller value of this metric or column is the better one (by its name)."""
+    lowered = column.lower()
+    return any(word in lowered for word in LOWER_IS_BETTER)
 
 
 def duration_column(phase: str) -> str:

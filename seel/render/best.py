@@ -9,12 +9,7 @@ import math
 from typing import Any
 
 from seel.outcome import Outcome, Status
-
-LOWER_IS_BETTER = ("loss",)
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric for word in LOWER_IS_BETTER)
+from seel.results import lower_is_better
 
 
 class BestTracker:

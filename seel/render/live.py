@@ -35,8 +35,9 @@ from seel.events import (
     TrialStarted,
 )
 from seel.outcome import Status
-from seel.render.best import BestTracker, lower_is_better
+from seel.render.best import BestTracker
 from seel.render.text import params_text, short_name, value_text
+from seel.results import lower_is_better
 
 REFRESH_S = 0.25
 _MAX_RUNNING_ROWS = 12

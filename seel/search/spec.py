@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from seel.errors import SpecError
+from seel.results import lower_is_better
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2", "grid")
 PRUNERS = ("hyperband", "median", "successive_halving", "none")
@@ -231,9 +232,7 @@ def _objective(doc: Any, r: _Reader, key: str, engine: EngineFacts, n_parties: i
 
 
 def _default_direction(metric: str) -> str:
-    lowered = metric.lower()
-    smaller = ("loss", "error", "elapsed", "duration", "time")
-    return "minimize" if any(word in lowered for word in smaller) else "maximize"
+    return "minimize" if lower_is_better(metric) else "maximize"
 
 
 def _pruner(
