@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import statistics
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+
+from seel.jsonio import number
+from seel.store import read_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "bench" / "search.yml"
@@ -83,14 +87,19 @@ def run_seel(sweep: Path, out: Path, parallel: int, overrides: list[str] | None 
     return children_cpu_s() - before
 
 
+def ledger(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's records, read as SEEL reads them (a torn last line skipped)."""
+    return list(read_ledger(run_dir / "ledger.jsonl"))
+
+
 def trial_values(run_dir: Path) -> dict[str, float]:
-    """Each ok trial's objective: the mean of METRIC over its parties (from the ledger)."""
+    """Each ok trial's objective: the mean of METRIC over its parties (from the ledger); a trial
+    with a value that is not finite has none."""
     values: dict[str, float] = {}
-    for line in (run_dir / "ledger.jsonl").read_text().splitlines():
-        doc = json.loads(line)
-        found = [p["metrics"].get(METRIC) for p in doc["parties"]]
-        if doc["status"] == "ok" and found and None not in found:
-            values[doc["trial_id"]] = sum(found) / len(found)
+    for doc in ledger(run_dir):
+        found = [number(p["metrics"].get(METRIC)) for p in doc["parties"]]
+        if doc["status"] == "ok" and found and all(v is not None and math.isfinite(v) for v in found):
+            values[doc["trial_id"]] = sum(found) / len(found)  # type: ignore[arg-type]
     return values
 
 
@@ -100,7 +109,7 @@ def near_best(best: float, within: float) -> int:
 
 def train_share() -> str:
     """A grid trial's mean wall time and the part of it spent in its rounds (the train phase)."""
-    docs = [json.loads(line) for line in (OUT / "grid" / "ledger.jsonl").read_text().splitlines()]
+    docs = ledger(OUT / "grid")
     total = statistics.mean(d["elapsed_s"] for d in docs)
     train = statistics.mean(d["durations"].get("train", 0.0) for d in docs)
     return f"{total:.3f} s on average, {train:.3f} s ({train / total:.0%}) of it in its rounds"
@@ -135,7 +144,7 @@ def ground_truth(parallel: int, fresh: bool) -> tuple[float, float, int]:
         cpu = run_seel(sweep_file(None, "grid"), grid_dir, parallel)
         cpu_file.write_text(json.dumps({"cpu_s": cpu, "wall_s": time.monotonic() - started}))
     values = trial_values(grid_dir)
-    size = len((grid_dir / "ledger.jsonl").read_text().splitlines())
+    size = len(ledger(grid_dir))
     return max(values.values()), float(json.loads(cpu_file.read_text())["cpu_s"]), size
 
 
@@ -182,11 +191,9 @@ def main() -> None:
             cpus.append(run_seel(sweep, run_dir, args.parallel))
             found = trial_values(run_dir)
             regrets.append(100 * (best - max(found.values(), default=0.0)))
-            ledger = [
-                json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()
-            ]
-            assert len(ledger) == budget, f"{name}: {len(ledger)} trials, budget {budget}"
-            pruned.append(sum(doc["status"] == "pruned" for doc in ledger))
+            records = ledger(run_dir)
+            assert len(records) == budget, f"{name}: {len(records)} trials, budget {budget}"
+            pruned.append(sum(doc["status"] == "pruned" for doc in records))
             print(
                 f"  {name}: regret {regrets[-1]:.2f} points, {cpus[-1]:.1f} CPU-s, "
                 f"{pruned[-1]} pruned",
