@@ -385,7 +385,7 @@ def report(
     """
     from seel import jsonio
     from seel.analysis import build_report
-    from seel.search.study import is_search_run
+    from seel.search import is_search_run
 
     with _errors(debug):
         search_run = is_search_run(run_dir)
@@ -433,7 +433,7 @@ def plot(
       seel plot runs/t1 --metric "precision weighted"
     """
     from seel.plot import plot_run
-    from seel.search.study import is_search_run
+    from seel.search import is_search_run
 
     with _errors(debug):
         if is_search_run(run_dir):

@@ -14,9 +14,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from seel.outcome import Outcome, PartyResult, Status
+from seel.search import STUDY_FILE
 from seel.search.source import OptunaSource, objective_value
 from seel.search.spec import Objective, PrunerSettings, SearchSettings
-from seel.search.study import STUDY_FILE
 from seel.space import TrialSpec
 
 DISTRIBUTIONS = {

@@ -18,9 +18,9 @@ from seel.engine import PHASES, Engine
 from seel.errors import SpecError
 from seel.events import Event
 from seel.plan import Plan
+from seel.search import STUDY_FILE
 from seel.search.source import OptunaSource
 from seel.search.spec import EngineFacts, SearchSettings, parse_search
-from seel.search.study import STUDY_FILE
 from seel.space import Drawn, Listed, SearchSpace, Stepped, TrialSpec
 from seel.store import RunDir, read_ledger
 from seel.sweep import SweepSpec

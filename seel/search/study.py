@@ -21,8 +21,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 from seel.errors import RunDirError
+from seel.search import STUDY_FILE
 
-STUDY_FILE = "study.journal"
 TRIAL_ID_ATTR = "seel_trial_id"
 RETRY_OF_ATTR = "seel_retry_of"
 INTERRUPTED_ATTR = "seel_interrupted"
@@ -66,11 +66,6 @@ def open_study(
             ],
             load_if_exists=True,
         )
-
-
-def is_search_run(run_dir: Path) -> bool:
-    """Whether the run directory holds an adaptive search (an Optuna journal)."""
-    return (run_dir / STUDY_FILE).is_file()
 
 
 def load_run_study(run_dir: Path) -> optuna.Study:
