@@ -16,6 +16,7 @@ from typing import Any
 from seel import yamledit
 from seel.enginefile import load_engine
 from seel.errors import SpecError
+from seel.starter import timeouts_comment
 
 SUPERNODES = 2  # SuperNodes of a starter deployment
 
@@ -89,8 +90,6 @@ def flower_starter(app_dir: Path, out: Path) -> tuple[str, dict[Path, str]]:
         for key, value in config.items()
         if isinstance(value, int | float | str) and not isinstance(value, bool)
     ]
-    phases = {step.phase for step in engine.lifecycle}
-    timeouts = ", ".join(f"{k}: {v:g}" for k, v in engine.timeouts.items() if k in phases)
     lines = [
         f"# A starter sweep for the Flower app {app_dir}, written by `seel init`.",
         "# Each trial is a real deployment on loopback: a SuperLink, a SuperNode per party config,",
@@ -115,7 +114,7 @@ def flower_starter(app_dir: Path, out: Path) -> tuple[str, dict[Path, str]]:
         "  # parties.count: {values: [2, 3]}",
         "repeats: 1",
         "parallel: 1                    # a deployment takes ~1.5 GB and most of 2 cores at peak",
-        f"# timeouts: {{{timeouts}}}   # the engine's, per phase, s",
+        timeouts_comment(engine),
         "",
     ]
     return "\n".join(lines), files

@@ -87,6 +87,13 @@ def _file_lines(
     return fixes, notes
 
 
+def timeouts_comment(engine: Engine) -> str:
+    """A starter sweep's commented `timeouts:` line: the engine's, for the phases it has."""
+    phases = {step.phase for step in engine.lifecycle}
+    timeouts = ", ".join(f"{k}: {v:g}" for k, v in engine.timeouts.items() if k in phases)
+    return f"# timeouts: {{{timeouts}}}   # the engine's, per phase, s"
+
+
 def starter_sweep(config_dir: Path, engine: str, out: Path, root: Path | None = None) -> str:
     """The text of a starter sweep file that will live at `out`.
 
@@ -144,9 +151,7 @@ def starter_sweep(config_dir: Path, engine: str, out: Path, root: Path | None = 
             lines += [f"  # party {i} only", *own]
     lines += [
         "repeats: 1",
-        "# timeouts: {"
-        + ", ".join(f"{k}: {v:g}" for k, v in definition.timeouts.items())
-        + "}   # the engine's, per phase, s",
+        timeouts_comment(definition),
         "",
     ]
     return "\n".join(lines)
