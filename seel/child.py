@@ -38,11 +38,10 @@ from seel import lifeline
 from seel.errors import SeelError
 from seel.forkserver import ForkServer, ForkServerError
 from seel.proctree import SessionTree
-from seel.reasons import FirstError
+from seel.reasons import ANSI, FirstError
 
 _READ_SIZE = 1 << 16
 _DIMENSIONS = (24, 500)
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")  # CSI sequences and 2-byte escapes
 _TREE_SCAN_S = 1.0  # how often, at most, output prompts a look for descendants in new sessions
 
 
@@ -313,13 +312,13 @@ class Child:
         elif self._partial:
             partial = self._partial.rstrip("\r")
             if self._strip_ansi:
-                partial = _ANSI.sub("", partial)
+                partial = ANSI.sub("", partial)
             self._check_waiters(Line(self._seq + 1, time.monotonic(), partial))
 
     def _add_line(self, raw: str) -> None:
         text = raw.rstrip("\r")
         if self._strip_ansi:
-            text = _ANSI.sub("", text)
+            text = ANSI.sub("", text)
         text = text[: self._max_line]
         if self.tree is not None and time.monotonic() - self._tree_scanned > _TREE_SCAN_S:
             self._tree_scanned = time.monotonic()

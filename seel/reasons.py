@@ -21,7 +21,8 @@ from collections.abc import Iterable
 
 MAX_REASON_CHARS = 300
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# Terminal escapes: CSI sequences and 2-byte escapes (also stripped from output by seel.child)
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
 _TRACEBACK = "Traceback (most recent call last)"
 # The line a traceback ends with: `Name`, `module.Name` or either with `: message`.
 _EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?::(?:\s.*)?)?$")
@@ -44,7 +45,7 @@ _OTHER_LEVEL = re.compile(r"\b(?:DEBUG|INFO|WARNING|WARN)\b")
 
 def clean(text: str) -> str:
     """A line as a person reads it: no terminal escapes, no carriage returns, no edge spaces."""
-    return _ANSI.sub("", text).replace("\r", "").strip()
+    return ANSI.sub("", text).replace("\r", "").strip()
 
 
 def _shorten(text: str) -> str:
@@ -86,7 +87,7 @@ class FirstError:
         """Take the next line of output."""
         if self.cause is not None:
             return
-        raw = _ANSI.sub("", line).replace("\r", "")
+        raw = ANSI.sub("", line).replace("\r", "")
         text = raw.strip()
         if self._in_traceback:
             # Frames and source lines are indented; a line that is not, and reads as an
