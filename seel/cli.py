@@ -240,8 +240,7 @@ def run(
 
             cluster = connect(ray_address, plan.engine.cpus_per_trial)
             cluster_scope.callback(cluster.close)
-            asked = settings.parallel or plan.spec.parallel  # auto: what the cluster holds
-            slots = asked if isinstance(asked, int) else cluster.slots(plan.engine.cpus_per_trial)
+            slots = cluster.slots_for(settings, plan)  # auto: what the cluster holds
             settings = replace(settings, parallel=slots)
             cluster.start_slots(plan, slots)  # paid before the sweep, not by its first trials
             runner = cluster.runner

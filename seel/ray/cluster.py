@@ -61,9 +61,8 @@ def _version_probe() -> Callable[[], tuple[str | None, str]]:
 class Cluster:
     """A connected Ray cluster whose trial nodes all have this SEEL."""
 
-    def __init__(self, address: str, started: bool, nodes: list[Node]) -> None:
+    def __init__(self, address: str, nodes: list[Node]) -> None:
         self.address = address
-        self.started = started
         self.nodes = nodes
         self._plan: tuple[Plan, Any] | None = None  # the plan, and its object in the store
         self._warm: list[Any] = []  # slot actors started ahead of the sweep
@@ -71,6 +70,14 @@ class Cluster:
     def slots(self, cpus_per_trial: float) -> int:
         """How many trials the cluster's CPUs hold at once (at least 1)."""
         return max(1, sum(int(n.cpus // cpus_per_trial) for n in self.nodes))
+
+    def slots_for(self, settings: RunSettings, plan: Plan) -> int:
+        """Slots for a sweep: the number it fixes, or under --parallel auto what the cluster's
+        CPUs hold."""
+        from seel.run import parallelism
+
+        chosen, auto = parallelism(settings, plan)
+        return self.slots(plan.engine.cpus_per_trial) if auto else chosen
 
     def runner(
         self,
@@ -83,9 +90,9 @@ class Cluster:
         """A runner factory for `run_sweep(runner=...)`."""
         from seel.ray.runner import RayRunner
 
-        asked = settings.parallel
-        slots = asked if isinstance(asked, int) else self.slots(plan.engine.cpus_per_trial)
-        return RayRunner(self, plan, run_dir, run_id, emit, settings, slots)
+        return RayRunner(
+            self, plan, run_dir, run_id, emit, settings, self.slots_for(settings, plan)
+        )
 
     def new_slot(self, plan: Plan) -> Any:
         """A new slot actor for `plan` (Ray places it on a node with room)."""
@@ -170,9 +177,8 @@ def connect(address: str, cpus_per_trial: float) -> Cluster:
         "log_to_driver": False,
         "configure_logging": False,
     }
-    started = address == "local"
     try:
-        if started:
+        if address == "local":
             ray.init(
                 address="local",  # a new instance, even if this machine has one running
                 num_cpus=os.cpu_count() or 1,
@@ -194,7 +200,7 @@ def connect(address: str, cpus_per_trial: float) -> Cluster:
     except BaseException:
         ray.shutdown()
         raise
-    return Cluster(address, started, nodes)
+    return Cluster(address, nodes)
 
 
 def _last_line(exc: BaseException) -> str:
