@@ -16,7 +16,6 @@ with this actor if Ray kills it (the driver or the node is gone; seel/lifeline.p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -88,27 +87,22 @@ class TrialWorker:
     ) -> tuple[str, str]:
         """Build what this node owns for the run (once); then as `ready`."""
         if self.machine is None:
-            self.path = self.root / f"{run_id}-{os.getpid()}"
-            (self.path / "trials").mkdir(parents=True, exist_ok=True)
-            self.processes = ProcessLedger(self.path / "procs.jsonl")
+            path = self.root / f"{run_id}-{os.getpid()}"
+            (path / "trials").mkdir(parents=True, exist_ok=True)
             ports = PortAllocator(port_range, Path(ports_dir) if ports_dir else None)
-            self.machine = Machine(self.plan, self.path, run_id, self.processes, ports)
+            processes = ProcessLedger(path / "procs.jsonl")
+            self.machine = Machine(self.plan, path, run_id, processes, ports)
             self.machine.env[lifeline.ENV] = "1"
         return await self.ready()
 
     async def run(self, trial: TrialSpec, attempt: int) -> AsyncIterator[tuple[Any, ...]]:
         """Run one trial; see the module's docstring for what is yielded."""
         batch: list[Event] = []
-        wake = asyncio.Event()
-
-        def emit(event: Event) -> None:
-            batch.append(event)
-            wake.set()
-
         assert self.machine is not None, "begin() first"
         machine = self.machine
+        ctx = machine.context(batch.append)
         halt: asyncio.Future[Halted] = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(run_trial(machine.context(emit), trial, attempt, halt))
+        task = asyncio.ensure_future(run_trial(ctx, trial, attempt, halt))
         self._halts[trial.trial_id], self._tasks[trial.trial_id] = halt, task
         if trial.trial_id in self._interrupted:
             self._interrupted.discard(trial.trial_id)
@@ -116,12 +110,7 @@ class TrialWorker:
             asyncio.get_running_loop().call_soon(task.cancel)
         try:
             while not task.done():
-                woken = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({task, woken}, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-                if not task.done():  # gather what comes soon after into the same batch
-                    await asyncio.wait({task}, timeout=EVENT_BATCH_S)
-                wake.clear()
+                await asyncio.wait({task}, timeout=EVENT_BATCH_S)  # what came meanwhile: a batch
                 if batch:
                     yield ("events", batch[:])
                     batch.clear()
@@ -131,7 +120,7 @@ class TrialWorker:
             if not task.done():  # the controller went away mid-trial: stop it here
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        trial_dir = machine.context(emit).trial_dir(trial.trial_id)
+        trial_dir = ctx.trial_dir(trial.trial_id)
         last = b""
         packed = await asyncio.to_thread(transfer.pack, trial_dir)  # up to 64 MB per transcript
         for chunk in transfer.chunks(packed):
@@ -160,7 +149,5 @@ class TrialWorker:
         """Stop the fork server and delete this slot's files on the node."""
         if self.machine is None:
             return
-        await self.machine.aclose()
-        with contextlib.suppress(OSError):
-            self.processes.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+        await self.machine.aclose()  # which closes its process ledger too
+        shutil.rmtree(self.machine.run_path, ignore_errors=True)
