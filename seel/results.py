@@ -15,6 +15,19 @@ from typing import Any
 
 from seel.jsonio import number
 
+# Columns a ledger line may lack (written before they existed): taken as they are, else null.
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    # measured as the trial ran (seel/capacity.py): the machine's mean busy fraction and CPU
+    # pressure, the trial's CPU seconds and its processes' largest resident memory at once
+    "machine_load",
+    "cpu_pressure",
+    "cpu_s",
+    "peak_rss_mb",
+    "node",  # the Ray node a trial ran on; null on the controller's machine
+    # the trial that started the deployment it ran on (itself when fresh); null for an engine
+    # without `reuse:`
+    "deployment",
+)
 # The columns every row has, besides parameters, durations and metrics.
 TRIAL_COLUMNS: tuple[str, ...] = (
     "trial_id",
@@ -31,16 +44,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "aggregator_exit",
     "party",
     "party_exit",
-    # measured as the trial ran (seel/capacity.py): the machine's mean busy fraction and CPU
-    # pressure, the trial's CPU seconds and its processes' largest resident memory at once
-    "machine_load",
-    "cpu_pressure",
-    "cpu_s",
-    "peak_rss_mb",
-    "node",  # the Ray node a trial ran on; null on the controller's machine
-    # the trial that started the deployment it ran on (itself when fresh); null for an engine
-    # without `reuse:`
-    "deployment",
+    *OPTIONAL_COLUMNS,
 )
 DURATION_PREFIX = "duration."
 LOWER_IS_BETTER = ("loss", "error", "elapsed", "duration", "time")  # words in a column's name
@@ -84,12 +88,7 @@ def result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "rounds_completed": doc["rounds_completed"],
         "final_global_acc": number(accuracies[-1]),
         "aggregator_exit": doc["aggregator_exit"],
-        "machine_load": doc.get("machine_load"),
-        "cpu_pressure": doc.get("cpu_pressure"),
-        "cpu_s": doc.get("cpu_s"),
-        "peak_rss_mb": doc.get("peak_rss_mb"),
-        "node": doc.get("node"),
-        "deployment": doc.get("deployment"),
+        **{column: doc.get(column) for column in OPTIONAL_COLUMNS},
     }
     parties = doc.get("parties") or []
     if not parties:
