@@ -61,6 +61,13 @@ def duration_column(phase: str) -> str:
     return f"{DURATION_PREFIX}{phase}_s"
 
 
+def duration_phase(column: str) -> str | None:
+    """The phase a duration column is of (`duration.train_s` -> `train`); None for another column."""
+    if column.startswith(DURATION_PREFIX) and column.endswith("_s"):
+        return column.removeprefix(DURATION_PREFIX).removesuffix("_s")
+    return None
+
+
 def is_metric_column(column: str, parameters: list[str]) -> bool:
     """Whether a results column holds a metric a party printed (by name; the type is not checked)."""
     return (

@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from seel.events import SearchProgress
 from seel.outcome import Outcome, Status
-from seel.search.spec import Objective, SearchSettings, reduce_parties
+from seel.results import result_rows
+from seel.search.spec import Objective, SearchSettings, is_trial_column, reduce_parties
 from seel.search.study import (
     INTERRUPTED_ATTR,
     OBJECTIVES_ATTR,
@@ -36,19 +37,11 @@ from seel.space import TrialSpec
 def objective_value(objective: Objective, outcome: Outcome) -> float | None:
     """The objective's number for a finished trial (None if the trial did not produce it)."""
     metric = objective.metric
-    value: float | int | None
-    if metric == "final_global_acc":
-        value = outcome.round_accuracies[-1] if outcome.round_accuracies else None
-    elif metric == "elapsed_s":
-        value = outcome.elapsed_s
-    elif metric == "rounds_completed":
-        value = outcome.rounds_completed
-    elif metric.startswith("duration.") and metric.endswith("_s"):
-        value = outcome.durations.get(metric.removeprefix("duration.").removesuffix("_s"))
-    else:
+    if not is_trial_column(metric):
         ordered = sorted(outcome.parties, key=lambda p: p.index)
         return reduce_parties([p.metrics.get(metric) for p in ordered], objective.parties)
-    if value is None or not math.isfinite(float(value)):
+    value = result_rows(outcome.to_json())[0].get(metric)  # as the trial's results row has it
+    if not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
 

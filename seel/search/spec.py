@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from seel.errors import SpecError
-from seel.results import lower_is_better
+from seel.results import duration_phase, lower_is_better
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2", "grid")
 PRUNERS = ("hyperband", "median", "successive_halving", "none")
 PARTY_REDUCTIONS = ("mean", "min", "max")
 DIRECTIONS = ("maximize", "minimize")
-# Columns of a trial (not of a party) that an objective may name; `duration.PHASE_s` too.
-TRIAL_COLUMNS = ("final_global_acc", "elapsed_s", "rounds_completed")
+# Columns of a trial's results (not of a party) that an objective may name;
+# `duration.PHASE_s` too.
+OBJECTIVE_TRIAL_COLUMNS = ("final_global_acc", "elapsed_s", "rounds_completed")
 # What each sampler needs beyond Optuna itself (module, pip name).
 _SAMPLER_NEEDS = {"gp": ("torch", "torch"), "cmaes": ("cmaes", "cmaes")}
 _KEYS = ("sampler", "trials", "seed", "objective", "objectives", "pruner")
@@ -98,7 +99,7 @@ class SearchSettings:
 
 def is_trial_column(metric: str) -> bool:
     """Whether `metric` names a column of the trial rather than a metric the parties print."""
-    return metric in TRIAL_COLUMNS or (metric.startswith("duration.") and metric.endswith("_s"))
+    return metric in OBJECTIVE_TRIAL_COLUMNS or duration_phase(metric) is not None
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,15 @@ def _objective(doc: Any, r: _Reader, key: str, engine: EngineFacts, n_parties: i
     if not isinstance(metric, str) or not metric:
         raise r.fail(f"{key}.metric", f"expected a metric name, got {metric!r}")
     if is_trial_column(metric):
-        phase = metric.removeprefix("duration.").removesuffix("_s")
-        if metric.startswith("duration.") and phase not in engine.phases:
+        phase = duration_phase(metric)
+        if phase is not None and phase not in engine.phases:
             raise r.fail(
                 f"{key}.metric", f"no phase {phase!r} (phases: {', '.join(engine.phases)})"
             )
         if "parties" in doc:
             raise r.fail(f"{key}.parties", f"{metric} is a column of the trial, not of a party")
     elif engine.metrics_keys and metric not in engine.metrics_keys:
-        known = ", ".join([*engine.metrics_keys, *TRIAL_COLUMNS])
+        known = ", ".join([*engine.metrics_keys, *OBJECTIVE_TRIAL_COLUMNS])
         raise r.fail(
             f"{key}.metric",
             f"engine {engine.name} prints no metric {metric!r} (it prints: {known})",
