@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from bench.controller import fake_sweep  # noqa: E402 (after the path is set)
+from bench.controller import _stat_cpu_s, fake_sweep  # noqa: E402 (after the path is set)
 
 SEEL = Path(sys.executable).parent / "seel"
 TABLE1 = ROOT / "sweeps" / "paper-table1.yml"
@@ -156,9 +156,7 @@ def run_seel(argv: list[str], cwd: Path, every_s: float = 0.5) -> Run:
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         wall = time.perf_counter() - t0
-        stat = Path(f"/proc/{proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        controller_cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        controller_cpu, _ = _stat_cpu_s(proc.pid)  # a zombie: its times are final
     finally:
         done.set()
         sampler.join()
