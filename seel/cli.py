@@ -106,7 +106,7 @@ async def _run_async(
     runner: RunnerFactory | None = None,
 ) -> tuple[RunResult, int | None]:
     from seel.events import isolated
-    from seel.run import SourceFactory, grid_source, local_runner, run_sweep
+    from seel.run import local_runner, run_sweep
 
     sink = isolated(sink)  # the signal handler and the search emit through the guard too
     task = asyncio.current_task()
@@ -124,12 +124,7 @@ async def _run_async(
         loop.add_signal_handler(sig, on_signal, sig)
     tick = asyncio.ensure_future(ticker()) if ticker is not None else None
     try:
-        source: SourceFactory = grid_source
-        if plan.spec.search is not None:
-            from seel.search.factory import search_source
-
-            source = search_source(sink.emit)
-        result = await run_sweep(settings, sink, plan, source=source, runner=runner or local_runner)
+        result = await run_sweep(settings, sink, plan, runner=runner or local_runner)
     finally:
         if tick is not None:
             tick.cancel()
@@ -229,11 +224,7 @@ def run(
         keep_going=keep_going,
     )
     with _errors(debug), contextlib.ExitStack() as cluster_scope:
-        plan = prepare(settings)  # bad input fails here, before any output starts
-        if plan.spec.search is not None:
-            from seel.search.factory import search_settings
-
-            search_settings(plan)  # and so does a bad search: section
+        plan = prepare(settings)  # bad input fails here (a search: section too), before any output
         runner: RunnerFactory | None = None
         if ray_address is not None:  # and a cluster that cannot run it, here too
             from seel.ray.cluster import connect

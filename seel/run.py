@@ -67,6 +67,10 @@ def prepare(settings: RunSettings) -> Plan:
     engine = load_engine(spec.engine, str(spec.path), python=settings.python)
     plan = Plan(spec, engine)
     plan.validate()
+    if spec.search is not None:  # and the search: section (Optuna imported only then)
+        from seel.search.factory import search_settings
+
+        search_settings(plan)
     return plan
 
 
@@ -151,16 +155,24 @@ async def run_sweep(
     sink: Sink,
     plan: Plan | None = None,
     *,
-    source: SourceFactory = grid_source,
+    source: SourceFactory | None = None,
     runner: RunnerFactory = local_runner,
 ) -> RunResult:
     """Run or resume a sweep. Cancelling it stops every child and records what finished.
+
+    Trials come from `source`; by default the grid, or the search when the sweep has `search:`.
 
     A sink that fails (a closed pipe, a value it cannot show) is reported once and switched off;
     it never ends the sweep.
     """
     sink = isolated(sink)
     plan = plan or prepare(settings)
+    if source is None:
+        source = grid_source
+        if plan.spec.search is not None:
+            from seel.search.factory import search_source
+
+            source = search_source(sink.emit)
     spec = plan.spec
     out = (settings.out or default_out(spec)).resolve()  # children run in their trial directory
     parallel, auto_wanted = parallelism(settings, plan)
