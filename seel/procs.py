@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from seel.proctree import running, snapshot, start_ticks, stat
 from seel.store import fsync_line, read_ledger, storage_error
@@ -30,20 +30,29 @@ def _environ_has(pid: int, entry: bytes) -> bool:
 
 
 class ProcessLedger:
-    """An append-only ledger of spawned and reaped processes, opened for appending."""
+    """An append-only ledger of spawned and reaped processes, opened for appending.
 
-    def __init__(self, path: Path) -> None:
+    Without a path it records nothing: for a machine whose processes die with their owner
+    (a Ray node's, seel/lifeline.py), where no resume will ever look for them.
+    """
+
+    def __init__(self, path: Path | None) -> None:
         self.path = path
-        try:
-            self._procs = path.open("ab", buffering=0)
-        except OSError as exc:
-            raise storage_error(exc, path) from None
+        self._procs: IO[bytes] | None = None
+        if path is not None:
+            try:
+                self._procs = path.open("ab", buffering=0)
+            except OSError as exc:
+                raise storage_error(exc, path) from None
 
     def close(self) -> None:
-        self._procs.close()
+        if self._procs is not None:
+            self._procs.close()
 
     def spawned(self, trial_id: str, name: str, pid: int, pgid: int) -> None:
         """Note a process, to find it after a crash; StorageError if it cannot be written."""
+        if self._procs is None or self.path is None:
+            return
         doc = {
             "event": "spawn",
             "trial": trial_id,
@@ -60,8 +69,9 @@ class ProcessLedger:
     def reaped(self, pid: int) -> None:
         """Note a process as gone. Best effort: without the line, a resume checks the pid's start
         time, which no longer matches."""
-        with contextlib.suppress(OSError):
-            fsync_line(self._procs, {"event": "reaped", "pid": pid})
+        if self._procs is not None:
+            with contextlib.suppress(OSError):
+                fsync_line(self._procs, {"event": "reaped", "pid": pid})
 
     def stop_strays(self, run_id: str | None, grace_s: float = 2.0) -> list[int]:
         """Kill processes a dead controller left behind; returns their pids.
@@ -72,6 +82,8 @@ class ProcessLedger:
         has a member, as a group id is not reused until then; a member must also be in the
         child's session and have started after it.
         """
+        if self.path is None or self._procs is None:
+            return []  # nothing recorded: nothing to look for
         spawned: dict[int, dict[str, Any]] = {}
         for doc in read_ledger(self.path):
             if doc.get("event") == "spawn":

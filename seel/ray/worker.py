@@ -90,8 +90,8 @@ class TrialWorker:
             path = self.root / f"{run_id}-{os.getpid()}"
             (path / "trials").mkdir(parents=True, exist_ok=True)
             ports = PortAllocator(port_range, Path(ports_dir) if ports_dir else None)
-            processes = ProcessLedger(path / "procs.jsonl")
-            self.machine = Machine(self.plan, path, run_id, processes, ports)
+            # Its processes die with this actor (lifeline), and no resume runs here: no ledger.
+            self.machine = Machine(self.plan, path, run_id, ProcessLedger(None), ports)
             self.machine.env[lifeline.ENV] = "1"
         return await self.ready()
 
