@@ -191,13 +191,13 @@ def test_search_objective_party_must_be_in_every_trial(tmp_path: Path) -> None:
     count = {COUNT_PARAMETER: {"random": "int", "low": 2, "high": 4}}
     for party, fails in ((1, False), (2, True)):
         search = {"trials": 2, "objective": {"metric": "acc", "parties": party}}
-        plan = plan_of(sweep(tmp_path, count, extra={"search": search}))
-        if fails:
+        path = sweep(tmp_path, count, extra={"search": search})
+        if fails:  # refused before anything starts: by prepare(), which checks search: too
             with pytest.raises(SpecError, match="smallest trial has 2 parties") as caught:
-                search_settings(plan)
+                search_settings(plan_of(path))
             assert caught.value.key == "search.objective.parties"
         else:
-            assert search_settings(plan) is not None
+            assert search_settings(plan_of(path)) is not None
 
 
 # -- validation and rendering: built-in -----------------------------------------------------
