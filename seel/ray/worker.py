@@ -112,8 +112,12 @@ class TrialWorker:
             while not task.done():
                 await asyncio.wait({task}, timeout=EVENT_BATCH_S)  # what came meanwhile: a batch
                 if batch:
-                    yield ("events", batch[:])
+                    # taken before the yield: the trial goes on while the controller reads it
+                    sent = batch[:]
                     batch.clear()
+                    yield ("events", sent)
+            if batch:  # what the trial emitted while its last batch was being read
+                yield ("events", batch[:])
             outcome = dataclasses.replace(task.result(), node=self.node)
         finally:
             del self._halts[trial.trial_id], self._tasks[trial.trial_id]
