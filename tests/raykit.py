@@ -34,18 +34,47 @@ WORKERS = 3  # worker nodes of the shared cluster, of 1 CPU each: two busy, one 
 NODES_SETTLE_S = 60.0  # for Ray to see a node go (one killed is noticed by missed heartbeats)
 
 
+# In the environment of every process of a cluster started here: a test that checks what this
+# process left running does not count a cluster that another test, earlier, started in it.
+CLUSTER_MARK = "SEEL_TEST_RAY_CLUSTER=1"
+
+
+@contextmanager
+def _marked() -> Iterator[None]:
+    """Processes started meanwhile carry CLUSTER_MARK."""
+    key, value = CLUSTER_MARK.split("=")
+    before = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = before
+
+
+def of_a_cluster(pid: int) -> bool:
+    """Whether a process was started as part of a cluster of this module."""
+    try:
+        return CLUSTER_MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def start_cluster(workers: list[dict[str, Any]]) -> Any:
     """A head that runs nothing (no CPUs) and one worker node per entry (add_node arguments)."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "include_dashboard": False,
-            "object_store_memory": SMALL_STORE,
-        },
-    )
+    with _marked():
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 0,
+                "include_dashboard": False,
+                "object_store_memory": SMALL_STORE,
+            },
+        )
     for args in workers:
         add_worker(cluster, **args)
     cluster.wait_for_nodes()
@@ -54,7 +83,8 @@ def start_cluster(workers: list[dict[str, Any]]) -> Any:
 
 def add_worker(cluster: Any, **args: Any) -> Any:
     """A worker node of 1 CPU (add_node arguments override)."""
-    return cluster.add_node(**{"num_cpus": 1, "object_store_memory": SMALL_STORE, **args})
+    with _marked():
+        return cluster.add_node(**{"num_cpus": 1, "object_store_memory": SMALL_STORE, **args})
 
 
 class SharedCluster:

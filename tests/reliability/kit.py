@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from tests import raykit
+
 SLACK_S = 5.0
 
 
@@ -140,9 +142,14 @@ def assert_phase_in_time(outcome: dict[str, Any], phase: str, timeout_s: float) 
 
 
 def live_children(parent: int | None = None) -> list[tuple[int, str]]:
-    """(pid, command) of every live process whose parent is `parent` (default: this process)."""
+    """(pid, command) of every live process whose parent is `parent` (default: this process),
+    but for the session's shared Ray cluster, if a test has started it (tests/raykit.py)."""
     parent = os.getpid() if parent is None else parent
-    return [(pid, cmd) for pid, ppid, _, cmd in live_processes() if ppid == parent]
+    return [
+        (pid, cmd)
+        for pid, ppid, _, cmd in live_processes()
+        if ppid == parent and not raykit.of_a_cluster(pid)
+    ]
 
 
 def shell_status(returncode: int) -> int:
