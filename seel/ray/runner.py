@@ -12,7 +12,8 @@ everything else: the ledger, the run directory, the search, the sinks. For each 
 A slot whose actor or node is lost (any Ray error on the stream) ends its trial as an
 infrastructure failure (`failed`, retryable): the scheduler runs it again, on whatever slot is free
 next, and records only that attempt's outcome. The lost slot is replaced by a new actor, which Ray
-places on a node with room; when no slot is alive and none comes free within `SLOT_WAIT_S`, the
+places on a node with room (so is one that dies while it starts, after a pause that doubles with
+each such death in a row); when no slot is alive and none comes free within `SLOT_WAIT_S`, the
 run stops with one line (exit 1), and a resume runs what is left. Cancelling `run` (Ctrl-C) interrupts the trial on its node, where it
 goes down the stop ladder, and still returns its `interrupted` outcome.
 """
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 _INTERRUPT_MARGIN_S = 10.0  # beyond the stop ladder, for the outcome of an interrupted trial
 _SILENT_RETRIES = 3  # slots found dead before a trial started on them, passed over
+RESTART_FIRST_S, RESTART_MAX_S = 1.0, 30.0  # pause before replacing a slot that died starting
 SLOT_WAIT_S = 300.0  # a trial waits this long for a slot when none is alive, then the run stops
 
 
@@ -88,6 +90,8 @@ class RayRunner:
         self._slots: list[_Slot] = []
         self._running: dict[str, _Slot] = {}
         self._closed = False
+        self._start_failures = 0  # slots in a row that died while they started
+        self._restarts: set[asyncio.TimerHandle] = set()  # their replacements, not yet asked for
         warm = cluster.take_slots()
         for actor in warm[:slots]:
             self._start(actor)
@@ -115,13 +119,29 @@ class RayRunner:
                 ray.kill(actor, no_restart=True)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            self._replace_later()
             return
+        self._start_failures = 0
         if version != seel.__version__:  # a node that joined after the check
             ray.kill(actor, no_restart=True)
             return
         slot = _Slot(actor, node)
         self._slots.append(slot)
         self._free.put_nowait(slot)
+
+    def _replace_later(self) -> None:
+        """Ask for another slot in place of one that died while it started (its node went, or its
+        actor failed to come up there), after a pause that doubles with each such death in a row:
+        a node that kills every slot placed on it is not asked again at once."""
+        delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2**self._start_failures)
+        self._start_failures += 1
+
+        def replace() -> None:
+            self._restarts.discard(handle)
+            self._add_slot()
+
+        handle = asyncio.get_running_loop().call_later(delay, replace)
+        self._restarts.add(handle)
 
     def _drop(self, slot: _Slot) -> None:
         slot.lost = True
@@ -182,6 +202,8 @@ class RayRunner:
     async def aclose(self) -> None:
         """Stop every slot (its fork server, its files on the node) and release its actor."""
         self._closed = True
+        for handle in self._restarts:
+            handle.cancel()
         for task in list(self._starting):
             task.cancel()
         await asyncio.gather(*self._starting, return_exceptions=True)
