@@ -7,7 +7,11 @@ parameters did not cause. So:
 
 1. `LoadMeter` samples the machine's CPU use (all processes, SEEL's and anyone else's), its CPU
    pressure and free memory every `tick_s`, and the CPU time and resident memory of each trial's
-   processes (told to it as they are spawned; the machine the trials run on has one). A trial's
+   processes (told to it as they are spawned; the machine the trials run on has one) and of
+   everything they start, found by parent links each tick, in their sessions or in sessions of
+   their own (Flower's SuperLink starts flower-superexec and its ServerApps so). A process's
+   CPU is counted once: while it lives, as its own; once ended, in its parent's children's CPU if
+   a live process of the trial reaped it, else as last sampled. A trial's
    record gets `machine_load` (the machine's mean busy fraction while it ran, 0-1),
    `cpu_pressure` (the mean share of that time in which some runnable process waited for a core,
    from the kernel's pressure stall information, `/proc/pressure/cpu`; null where the kernel has
@@ -45,6 +49,7 @@ from pathlib import Path
 
 import psutil
 
+from seel import proctree
 from seel.outcome import Outcome
 
 TICK_S = 0.25
@@ -69,12 +74,22 @@ def read_pressure(path: Path = PRESSURE) -> float | None:
 
 
 @dataclass
+class _Proc:
+    """A live process of a trial's tree, as last sampled."""
+
+    ticks: int | None  # its start time (clock ticks since boot): a recycled pid is another
+    ppid: int  # its parent, as last seen
+    cpu: float = 0.0  # CPU seconds: its own and those of its children that it has reaped
+    rss: float = 0.0
+
+
+@dataclass
 class _Trial:
     started: float
-    pids: set[int] = field(default_factory=set)
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)
-    rss_by_pid: dict[int, float] = field(default_factory=dict)
-    cpu_before: dict[int, float] = field(default_factory=dict)  # of processes it took over
+    # the processes it spawned or took over (roots), and their live descendants, by pid
+    procs: dict[int, _Proc] = field(default_factory=dict)
+    retired: float = 0.0  # CPU seconds of its processes that ended and no live one reaped
+    before: float = 0.0  # CPU seconds its processes had used before it took them over
     peak_rss: float = 0.0
     load_sum: float = 0.0
     load_n: int = 0
@@ -139,33 +154,37 @@ class LoadMeter:
     def spawned(self, trial_id: str, pid: int) -> None:
         trial = self._trials.get(trial_id)
         if trial is not None:
-            trial.pids.add(pid)
+            self._track(trial, pid)
             self._sample_trial(trial)
 
     def adopted(self, trial_id: str, pid: int) -> None:
-        """A process an earlier trial started now serves this one: only its CPU from now on
-        counts (seel/deployments.py)."""
+        """A process an earlier trial started now serves this one: only what it and its
+        descendants use from now on counts (seel/deployments.py)."""
         trial = self._trials.get(trial_id)
-        seen = self._process_cpu(pid)
-        if trial is not None and seen is not None:
-            trial.pids.add(pid)
-            trial.cpu_before[pid] = trial.cpu_by_pid[pid] = seen[0]
-            self._sample_trial(trial)
+        if trial is None:
+            return
+        known = set(trial.procs)
+        self._track(trial, pid)
+        self._discover(trial, proctree.snapshot(zombies=True))
+        self._sample_trial(trial)
+        trial.before += sum(p.cpu for pid, p in trial.procs.items() if pid not in known)
 
     def measure(self, trial_id: str) -> None:
         """Sample a trial's processes now (before they are reaped)."""
         trial = self._trials.get(trial_id)
         if trial is not None:
+            self._discover(trial, proctree.snapshot(zombies=True))
             self._sample_trial(trial)
 
     def trial_finished(self, trial_id: str) -> TrialUsage | None:
         trial = self._trials.pop(trial_id, None)
         if trial is None:
             return None
+        self._discover(trial, proctree.snapshot(zombies=True))
         self._sample_trial(trial)
         return TrialUsage(
             machine_load=trial.load_sum / trial.load_n if trial.load_n else None,
-            cpu_s=sum(trial.cpu_by_pid.values()) - sum(trial.cpu_before.values()),
+            cpu_s=max(0.0, trial.retired + sum(p.cpu for p in trial.procs.values()) - trial.before),
             peak_rss_mb=trial.peak_rss / 2**20,
             elapsed_s=time.monotonic() - trial.started,
             cpu_pressure=trial.pressure_sum / trial.pressure_n if trial.pressure_n else None,
@@ -187,17 +206,51 @@ class LoadMeter:
             rss = 0.0
         return t.user + t.system + t.children_user + t.children_system, rss
 
+    @staticmethod
+    def _track(trial: _Trial, pid: int) -> None:
+        """Count a process the trial started (or took over) from now on."""
+        seen = proctree.stat(pid)
+        trial.procs.setdefault(pid, _Proc(proctree.start_ticks(pid), seen.ppid if seen else 0))
+
+    @staticmethod
+    def _discover(trial: _Trial, procs: dict[int, proctree.Proc]) -> None:
+        """Add the descendants of the trial's processes that are not counted yet: what its
+        processes started, in their sessions or in sessions of their own, running or ended and
+        not yet reaped (a reused deployment's unreaped ClientApps are part of what it used
+        before). Those reaped before they were seen are in their parent's children's CPU."""
+        children: dict[int, list[proctree.Proc]] = {}
+        for proc in procs.values():
+            children.setdefault(proc.ppid, []).append(proc)
+        todo = list(trial.procs)
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child.pid not in trial.procs:
+                    trial.procs[child.pid] = _Proc(child.ticks, child.ppid)
+                    todo.append(child.pid)
+        for pid, known in trial.procs.items():
+            now = procs.get(pid)
+            if now is not None and now.ticks == known.ticks:
+                known.ppid = now.ppid  # an orphan's parent is its new reaper
+
     def _sample_trial(self, trial: _Trial) -> None:
-        for pid in list(trial.pids):
+        """Each process's CPU and memory now. A process that has ended moves its CPU to its
+        parent when that is a live process of the trial (which reaped it, so its children's CPU
+        now holds it), else to the trial's `retired`, as last sampled."""
+        gone: set[int] = set()
+        for pid, proc in trial.procs.items():
             seen = self._process_cpu(pid)
-            if seen is None:
-                trial.pids.discard(pid)  # gone: its last sample stands
-                trial.rss_by_pid.pop(pid, None)
+            if seen is None or (proc.ticks is not None and proctree.start_ticks(pid) != proc.ticks):
+                gone.add(pid)
                 continue
-            cpu, rss = seen
-            trial.cpu_by_pid[pid] = max(cpu, trial.cpu_by_pid.get(pid, 0.0))
-            trial.rss_by_pid[pid] = rss
-        trial.peak_rss = max(trial.peak_rss, sum(trial.rss_by_pid.values()))
+            proc.cpu = max(proc.cpu, seen[0])
+            proc.rss = seen[1]
+        for pid in gone:
+            proc = trial.procs[pid]
+            if proc.ppid not in trial.procs or proc.ppid in gone:  # no live reaper of the trial
+                trial.retired += proc.cpu
+        for pid in gone:
+            del trial.procs[pid]
+        trial.peak_rss = max(trial.peak_rss, sum(p.rss for p in trial.procs.values()))
 
     def _own_cpu(self) -> float:
         t = self._me.cpu_times()
@@ -224,7 +277,9 @@ class LoadMeter:
             self.load = min(1.0, max(0.0, 1.0 - idle / total))
             self.recent.append(self.load)
         self.available_mb = psutil.virtual_memory().available / 2**20
+        procs = proctree.snapshot(zombies=True) if self._trials else {}
         for trial in self._trials.values():
+            self._discover(trial, procs)
             self._sample_trial(trial)
             trial.load_sum += self.load
             trial.load_n += 1

@@ -37,12 +37,16 @@ def _fields(pid: int) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()
 
 
+def _proc(pid: int, fields: list[str]) -> Proc:
+    return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+
+
 def stat(pid: int) -> Proc | None:
     """The process `pid` if it is running (not ended, not waiting to be reaped), else None."""
     fields = _fields(pid)
     if fields is None or fields[0] == "Z":  # gone, or ended and waiting to be reaped
         return None
-    return Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+    return _proc(pid, fields)
 
 
 def start_ticks(pid: int) -> int | None:
@@ -51,12 +55,17 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def snapshot() -> dict[int, Proc]:
-    """Every live process, by pid."""
+def snapshot(zombies: bool = False) -> dict[int, Proc]:
+    """Every live process, by pid; with `zombies`, also those ended and not yet reaped."""
     procs = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (proc := stat(int(entry))) is not None:
-            procs[proc.pid] = proc
+        if not entry.isdigit():
+            continue
+        fields = _fields(int(entry))
+        if fields is None or (fields[0] == "Z" and not zombies):
+            continue
+        pid = int(entry)
+        procs[pid] = _proc(pid, fields)
     return procs
 
 

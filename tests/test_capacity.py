@@ -28,14 +28,22 @@ BURNER = Path(__file__).parent / "children" / "burner.py"
 # -- measuring ------------------------------------------------------------------------------
 
 
-def burn(seconds: float) -> subprocess.Popen[str]:
+def burn(seconds: float, *more: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, str(BURNER), "--cpu", str(seconds)],
+        [sys.executable, str(BURNER), "--cpu", str(seconds), *more],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("burned")
     return proc
+
+
+def reap_child(proc: subprocess.Popen[str]) -> None:
+    """Have a burner started with --child-cpu end and reap its child."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "reaped\n"
 
 
 def finish(proc: subprocess.Popen[str]) -> None:
@@ -77,6 +85,67 @@ async def test_meter_keeps_the_last_sample_of_a_process_that_is_gone() -> None:
     usage = meter.trial_finished("t")
     await meter.aclose()
     assert usage is not None and usage.cpu_s >= 0.3
+
+
+async def test_meter_counts_a_descendant_reaped_by_the_trials_process_once() -> None:
+    meter = LoadMeter(tick_s=10.0)  # no tick meanwhile: measured when the test says
+    meter.trial_started("t")
+    proc = burn(0.1, "--child-cpu", "1.0")
+    try:
+        meter.spawned("t", proc.pid)
+        meter.measure("t")  # the child is alive: seen, with its own CPU
+        reap_child(proc)
+        meter.measure("t")  # the child's CPU is now its parent's (children's CPU)
+    finally:
+        finish(proc)
+        await meter.aclose()
+    usage = meter.trial_finished("t")
+    assert usage is not None
+    # 1.1 s burned, plus two interpreters' start-up; counted twice it would be 2.1 s or more
+    assert 1.1 <= usage.cpu_s < 1.1 + 0.8
+
+
+async def test_meter_counts_a_descendant_in_its_own_session_that_outlives_its_parent() -> None:
+    """As Flower's SuperLink starts flower-superexec: in a session of its own, never reaped by
+    the process the trial started."""
+    meter = LoadMeter(tick_s=10.0)
+    meter.trial_started("t")
+    proc = burn(0.1, "--child-cpu", "1.0", "--child-session", "--orphan")
+    try:
+        meter.spawned("t", proc.pid)
+        meter.measure("t")  # both alive
+    finally:
+        finish(proc)  # it exits without reaping its child, which ends on its own
+        await meter.aclose()
+    meter.measure("t")
+    usage = meter.trial_finished("t")
+    assert usage is not None
+    assert 1.1 <= usage.cpu_s < 1.1 + 0.8
+
+
+@pytest.mark.parametrize(
+    "child",
+    [
+        pytest.param([], id="running"),
+        # a reused Flower deployment: its SuperNode has not yet reaped the ClientApps of the
+        # trial before, and reaps them later, into its children's CPU
+        pytest.param(["--zombie-child"], id="ended-not-reaped"),
+    ],
+)
+async def test_meter_counts_only_what_a_taken_over_tree_uses_from_then_on(child: list[str]) -> None:
+    meter = LoadMeter(tick_s=10.0)
+    meter.trial_started("t")
+    proc = burn(0.1, "--child-cpu", "1.0", *child)
+    try:
+        meter.adopted("t", proc.pid)  # with its child: 1.1 s used before
+        reap_child(proc)
+        meter.measure("t")
+    finally:
+        finish(proc)
+        await meter.aclose()
+    usage = meter.trial_finished("t")
+    assert usage is not None
+    assert 0.0 <= usage.cpu_s < 0.5  # the ending of both, not the 1.1 s burned before
 
 
 async def test_meter_records_the_machines_load_while_a_trial_runs() -> None:
