@@ -75,20 +75,24 @@ def read_pressure(path: Path = PRESSURE) -> float | None:
 
 @dataclass
 class _Proc:
-    """A live process of a trial's tree, as last sampled."""
+    """A process of a trial's tree, as last sampled."""
 
-    ticks: int | None  # its start time (clock ticks since boot): a recycled pid is another
+    ticks: int  # its start time (clock ticks since boot): a recycled pid is another process
     ppid: int  # its parent, as last seen
-    cpu: float = 0.0  # CPU seconds: its own and those of its children that it has reaped
+    cpu: float = 0.0  # CPU seconds: its own and those of the children it has reaped
+    children_cpu: float = 0.0  # the second part
     rss: float = 0.0
 
 
 @dataclass
 class _Trial:
     started: float
-    # the processes it spawned or took over (roots), and their live descendants, by pid
+    # the processes it spawned or took over (roots), and their descendants, by pid
     procs: dict[int, _Proc] = field(default_factory=dict)
-    retired: float = 0.0  # CPU seconds of its processes that ended and no live one reaped
+    retired: float = 0.0  # CPU seconds of its processes that ended and no process of it reaped
+    # CPU seconds of ended processes not yet found in their nearest ancestor's children's CPU,
+    # by that ancestor: settled at the next sample (the reaping may fall between two reads)
+    unsettled: dict[int, float] = field(default_factory=dict)
     before: float = 0.0  # CPU seconds its processes had used before it took them over
     peak_rss: float = 0.0
     load_sum: float = 0.0
@@ -154,8 +158,9 @@ class LoadMeter:
     def spawned(self, trial_id: str, pid: int) -> None:
         trial = self._trials.get(trial_id)
         if trial is not None:
-            self._track(trial, pid)
-            self._sample_trial(trial)
+            procs = proctree.usage_snapshot()
+            self._track(trial, pid, procs)
+            self._sample_trial(trial, procs)
 
     def adopted(self, trial_id: str, pid: int) -> None:
         """A process an earlier trial started now serves this one: only what it and its
@@ -163,28 +168,28 @@ class LoadMeter:
         trial = self._trials.get(trial_id)
         if trial is None:
             return
+        procs = proctree.usage_snapshot()
         known = set(trial.procs)
-        self._track(trial, pid)
-        self._discover(trial, proctree.snapshot(zombies=True))
-        self._sample_trial(trial)
+        self._track(trial, pid, procs)
+        self._sample_trial(trial, procs)
         trial.before += sum(p.cpu for pid, p in trial.procs.items() if pid not in known)
 
     def measure(self, trial_id: str) -> None:
         """Sample a trial's processes now (before they are reaped)."""
         trial = self._trials.get(trial_id)
         if trial is not None:
-            self._discover(trial, proctree.snapshot(zombies=True))
-            self._sample_trial(trial)
+            self._sample_trial(trial, proctree.usage_snapshot())
 
     def trial_finished(self, trial_id: str) -> TrialUsage | None:
         trial = self._trials.pop(trial_id, None)
         if trial is None:
             return None
-        self._discover(trial, proctree.snapshot(zombies=True))
-        self._sample_trial(trial)
+        self._sample_trial(trial, proctree.usage_snapshot())
+        trial.retired += sum(trial.unsettled.values())  # no later sample will find them
+        live = sum(p.cpu for p in trial.procs.values())
         return TrialUsage(
             machine_load=trial.load_sum / trial.load_n if trial.load_n else None,
-            cpu_s=max(0.0, trial.retired + sum(p.cpu for p in trial.procs.values()) - trial.before),
+            cpu_s=max(0.0, trial.retired + live - trial.before),
             peak_rss_mb=trial.peak_rss / 2**20,
             elapsed_s=time.monotonic() - trial.started,
             cpu_pressure=trial.pressure_sum / trial.pressure_n if trial.pressure_n else None,
@@ -193,61 +198,69 @@ class LoadMeter:
     # -- sampling -------------------------------------------------------------------------
 
     @staticmethod
-    def _process_cpu(pid: int) -> tuple[float, float] | None:
-        """(CPU seconds including reaped children, resident bytes) of a live process."""
-        try:
-            proc = psutil.Process(pid)
-            t = proc.cpu_times()  # a zombie still has its times
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
-        try:
-            rss = float(proc.memory_info().rss)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            rss = 0.0
-        return t.user + t.system + t.children_user + t.children_system, rss
-
-    @staticmethod
-    def _track(trial: _Trial, pid: int) -> None:
+    def _track(trial: _Trial, pid: int, procs: dict[int, proctree.Usage]) -> None:
         """Count a process the trial started (or took over) from now on."""
-        seen = proctree.stat(pid)
-        trial.procs.setdefault(pid, _Proc(proctree.start_ticks(pid), seen.ppid if seen else 0))
+        now = procs.get(pid)
+        if now is not None:
+            trial.procs[pid] = _Proc(now.proc.ticks, now.proc.ppid)
 
     @staticmethod
-    def _discover(trial: _Trial, procs: dict[int, proctree.Proc]) -> None:
-        """Add the descendants of the trial's processes that are not counted yet: what its
-        processes started, in their sessions or in sessions of their own, running or ended and
-        not yet reaped (a reused deployment's unreaped ClientApps are part of what it used
-        before). Those reaped before they were seen are in their parent's children's CPU."""
-        children: dict[int, list[proctree.Proc]] = {}
-        for proc in procs.values():
-            children.setdefault(proc.ppid, []).append(proc)
-        todo = list(trial.procs)
+    def _sample_trial(trial: _Trial, procs: dict[int, proctree.Usage]) -> None:
+        """Bring a trial's processes up to `procs` (one pass over /proc).
+
+        1. Its descendants not yet counted join: what its processes started, in their sessions or
+           in sessions of their own, running or ended and not yet reaped.
+        2. Each process's CPU (its own and its reaped children's) and memory is read.
+        3. A process that has ended (reaped) leaves. Its CPU, as last read, went either into its
+           nearest remaining ancestor's children's CPU (reaped along a chain of the trial's
+           processes) or nowhere we read (it outlived its parent and another reaped it: then it
+           is `retired`). The ancestor's growth in children's CPU since the last read tells which;
+           what it does not cover yet waits one more read (`unsettled`), since the ancestor may
+           have been read just before it reaped.
+        """
+        here = {
+            pid: procs[pid]
+            for pid, p in trial.procs.items()
+            if pid in procs and procs[pid].proc.ticks == p.ticks
+        }
+        children: dict[int, list[proctree.Usage]] = {}
+        for usage in procs.values():
+            children.setdefault(usage.proc.ppid, []).append(usage)
+        todo = list(here)
         while todo:
             for child in children.get(todo.pop(), ()):
-                if child.pid not in trial.procs:
-                    trial.procs[child.pid] = _Proc(child.ticks, child.ppid)
-                    todo.append(child.pid)
-        for pid, known in trial.procs.items():
-            now = procs.get(pid)
-            if now is not None and now.ticks == known.ticks:
-                known.ppid = now.ppid  # an orphan's parent is its new reaper
-
-    def _sample_trial(self, trial: _Trial) -> None:
-        """Each process's CPU and memory now. A process that has ended moves its CPU to its
-        parent when that is a live process of the trial (which reaped it, so its children's CPU
-        now holds it), else to the trial's `retired`, as last sampled."""
-        gone: set[int] = set()
-        for pid, proc in trial.procs.items():
-            seen = self._process_cpu(pid)
-            if seen is None or (proc.ticks is not None and proctree.start_ticks(pid) != proc.ticks):
-                gone.add(pid)
-                continue
-            proc.cpu = max(proc.cpu, seen[0])
-            proc.rss = seen[1]
+                if child.proc.pid not in here:
+                    here[child.proc.pid] = child
+                    trial.procs[child.proc.pid] = _Proc(child.proc.ticks, child.proc.ppid)
+                    todo.append(child.proc.pid)
+        growth: dict[int, float] = {}
+        for pid, usage in here.items():
+            p = trial.procs[pid]
+            growth[pid] = max(0.0, usage.children_cpu_s - p.children_cpu)
+            p.ppid = usage.proc.ppid
+            p.cpu = max(p.cpu, usage.cpu_s + usage.children_cpu_s)
+            p.children_cpu = usage.children_cpu_s
+            p.rss = float(usage.rss_bytes)
+        unsettled, trial.unsettled = trial.unsettled, {}
+        for ancestor, cpu in unsettled.items():
+            covered = min(cpu, growth.get(ancestor, 0.0))
+            if ancestor in growth:
+                growth[ancestor] -= covered
+            trial.retired += cpu - covered
+        gone = [pid for pid in trial.procs if pid not in here]
         for pid in gone:
-            proc = trial.procs[pid]
-            if proc.ppid not in trial.procs or proc.ppid in gone:  # no live reaper of the trial
-                trial.retired += proc.cpu
+            ancestor, seen = trial.procs[pid].ppid, {pid}
+            while ancestor in trial.procs and ancestor not in here and ancestor not in seen:
+                seen.add(ancestor)
+                ancestor = trial.procs[ancestor].ppid
+            cpu = trial.procs[pid].cpu
+            if ancestor not in here:
+                trial.retired += cpu
+                continue
+            covered = min(cpu, growth[ancestor])
+            growth[ancestor] -= covered
+            if cpu > covered:
+                trial.unsettled[ancestor] = trial.unsettled.get(ancestor, 0.0) + cpu - covered
         for pid in gone:
             del trial.procs[pid]
         trial.peak_rss = max(trial.peak_rss, sum(p.rss for p in trial.procs.values()))
@@ -277,10 +290,9 @@ class LoadMeter:
             self.load = min(1.0, max(0.0, 1.0 - idle / total))
             self.recent.append(self.load)
         self.available_mb = psutil.virtual_memory().available / 2**20
-        procs = proctree.snapshot(zombies=True) if self._trials else {}
+        procs = proctree.usage_snapshot() if self._trials else {}
         for trial in self._trials.values():
-            self._discover(trial, procs)
-            self._sample_trial(trial)
+            self._sample_trial(trial, procs)
             trial.load_sum += self.load
             trial.load_n += 1
             if pressure is not None:

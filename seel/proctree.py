@@ -31,10 +31,48 @@ class Proc:
 def _fields(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command (state first), or None if there is none."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    return text.rsplit(")", 1)[1].split()
+    # The command is any bytes a process chose (cut at 15, maybe inside a UTF-8 character); the
+    # fields after it are numbers and a state letter.
+    _, paren, rest = raw.rpartition(b")")
+    return rest.decode("ascii", "replace").split() if paren else None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A process (running, or ended and not yet reaped) and what it has used."""
+
+    proc: Proc
+    zombie: bool  # ended, not yet reaped: its figures are final
+    cpu_s: float  # its own user and system time
+    children_cpu_s: float  # that of the children it has reaped (theirs included)
+    rss_bytes: int
+
+
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def usage_snapshot() -> dict[int, Usage]:
+    """Every process not yet reaped, with its CPU and memory, by pid: one read of each."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        f = _fields(pid)
+        if f is None or len(f) < 22:
+            continue
+        found[pid] = Usage(
+            _proc(pid, f),
+            f[0] == "Z",
+            (int(f[11]) + int(f[12])) * _TICK_S,
+            (int(f[13]) + int(f[14])) * _TICK_S,
+            int(f[21]) * _PAGE,
+        )
+    return found
 
 
 def _proc(pid: int, fields: list[str]) -> Proc:
@@ -55,17 +93,12 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def snapshot(zombies: bool = False) -> dict[int, Proc]:
-    """Every live process, by pid; with `zombies`, also those ended and not yet reaped."""
+def snapshot() -> dict[int, Proc]:
+    """Every live process, by pid."""
     procs = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _fields(int(entry))
-        if fields is None or (fields[0] == "Z" and not zombies):
-            continue
-        pid = int(entry)
-        procs[pid] = _proc(pid, fields)
+        if entry.isdigit() and (proc := stat(int(entry))) is not None:
+            procs[proc.pid] = proc
     return procs
 
 

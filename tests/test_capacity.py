@@ -87,22 +87,70 @@ async def test_meter_keeps_the_last_sample_of_a_process_that_is_gone() -> None:
     assert usage is not None and usage.cpu_s >= 0.3
 
 
-async def test_meter_counts_a_descendant_reaped_by_the_trials_process_once() -> None:
+@pytest.mark.parametrize(
+    "tree",
+    [
+        pytest.param(["--child-cpu", "1.0"], id="child"),
+        # the grandchild ends and is reaped by the child, which ends and is reaped by the
+        # trial's process, all between two samples
+        pytest.param(["--child-cpu", "0", "--child-args=--child-cpu 1.0"], id="chain"),
+    ],
+)
+async def test_meter_counts_a_descendant_reaped_within_the_trial_once(tree: list[str]) -> None:
     meter = LoadMeter(tick_s=10.0)  # no tick meanwhile: measured when the test says
     meter.trial_started("t")
-    proc = burn(0.1, "--child-cpu", "1.0")
+    proc = burn(0.1, *tree)
     try:
         meter.spawned("t", proc.pid)
-        meter.measure("t")  # the child is alive: seen, with its own CPU
+        meter.measure("t")  # all alive: seen, each with its own CPU
         reap_child(proc)
-        meter.measure("t")  # the child's CPU is now its parent's (children's CPU)
+        meter.measure("t")  # the 1.0 s is now in the process's children's CPU
     finally:
         finish(proc)
         await meter.aclose()
     usage = meter.trial_finished("t")
     assert usage is not None
-    # 1.1 s burned, plus two interpreters' start-up; counted twice it would be 2.1 s or more
+    # 1.1 s burned, plus the interpreters' start-up; counted twice it would be 2.1 s or more
     assert 1.1 <= usage.cpu_s < 1.1 + 0.8
+
+
+# Run alone: as a subreaper it reaps its orphans, as init would, and leaves none to the tests.
+OUTLIVES_A_ZOMBIE = r"""
+import asyncio, ctypes, os, subprocess, sys
+from seel.capacity import LoadMeter
+
+async def main() -> None:
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    meter = LoadMeter(tick_s=10.0)
+    meter.trial_started("t")
+    proc = subprocess.Popen([sys.executable, sys.argv[1], "--cpu", "0.1", "--child-cpu", "1.0",
+                             "--orphan"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline().split()[-1])
+    meter.spawned("t", proc.pid)
+    meter.measure("t")  # both alive
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # it ended, not reaped: a zombie
+    os.waitpid(child, 0)  # its child, orphaned to this process, ends and is reaped here
+    meter.measure("t")  # as a trial's stop does before it reaps its process
+    proc.wait()
+    usage = meter.trial_finished("t")
+    await meter.aclose()
+    print(usage.cpu_s)
+
+asyncio.run(main())
+"""
+
+
+def test_meter_counts_a_descendant_that_outlived_its_parent_and_was_reaped_elsewhere() -> None:
+    """The stop ladder signals a group: the trial's process ends (a zombie until the controller
+    reaps it) before its child, which init reaps: that CPU is in no process of the trial."""
+    done = subprocess.run(
+        [sys.executable, "-c", OUTLIVES_A_ZOMBIE, str(BURNER)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert 1.1 <= float(done.stdout) < 1.1 + 0.8
 
 
 async def test_meter_counts_a_descendant_in_its_own_session_that_outlives_its_parent() -> None:

@@ -4,7 +4,8 @@
     python tests/children/burner.py --cpu 0.1 --child-cpu 1.0 [--child-session] [--orphan]
 
 With --child-cpu it first starts a burner of its own that burns that much (in a session of its
-own with --child-session) and says `burned X child PID` once both have burned; with
+own with --child-session, given --child-args too) and says `burned X child PID` once both have
+burned; with
 --zombie-child, once that child has also ended, not reaped yet. On the first line it gets, it
 ends that child and reaps it, says `reaped`, and idles until a second line; with --orphan it
 exits at once instead, leaving the child to end (its stdin closes) with no parent.
@@ -26,11 +27,12 @@ def main() -> int:
     p.add_argument("--child-session", action="store_true")
     p.add_argument("--orphan", action="store_true")
     p.add_argument("--zombie-child", action="store_true")
+    p.add_argument("--child-args", default="", help="more arguments for the child")
     args = p.parse_args()
     child = None
     if args.child_cpu is not None:
         child = subprocess.Popen(
-            [sys.executable, __file__, "--cpu", str(args.child_cpu)],
+            [sys.executable, __file__, "--cpu", str(args.child_cpu), *args.child_args.split()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             start_new_session=args.child_session,
         )  # fmt: skip
