@@ -157,10 +157,9 @@ class LoadMeter:
 
     def spawned(self, trial_id: str, pid: int) -> None:
         trial = self._trials.get(trial_id)
-        if trial is not None:
-            procs = proctree.usage_snapshot()
-            self._track(trial, pid, procs)
-            self._sample_trial(trial, procs)
+        now = proctree.usage(pid)
+        if trial is not None and now is not None:  # read from the next tick on
+            trial.procs[pid] = _Proc(now.proc.ticks, now.proc.ppid)
 
     def adopted(self, trial_id: str, pid: int) -> None:
         """A process an earlier trial started now serves this one: only what it and its
@@ -168,9 +167,10 @@ class LoadMeter:
         trial = self._trials.get(trial_id)
         if trial is None:
             return
-        procs = proctree.usage_snapshot()
+        procs = proctree.usage_snapshot()  # the whole tree: what it used so far is not the trial's
         known = set(trial.procs)
-        self._track(trial, pid, procs)
+        if pid in procs:
+            trial.procs[pid] = _Proc(procs[pid].proc.ticks, procs[pid].proc.ppid)
         self._sample_trial(trial, procs)
         trial.before += sum(p.cpu for pid, p in trial.procs.items() if pid not in known)
 
@@ -196,13 +196,6 @@ class LoadMeter:
         )
 
     # -- sampling -------------------------------------------------------------------------
-
-    @staticmethod
-    def _track(trial: _Trial, pid: int, procs: dict[int, proctree.Usage]) -> None:
-        """Count a process the trial started (or took over) from now on."""
-        now = procs.get(pid)
-        if now is not None:
-            trial.procs[pid] = _Proc(now.proc.ticks, now.proc.ppid)
 
     @staticmethod
     def _sample_trial(trial: _Trial, procs: dict[int, proctree.Usage]) -> None:

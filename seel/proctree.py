@@ -55,23 +55,27 @@ _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def usage(pid: int) -> Usage | None:
+    """The process `pid` (running, or ended and not yet reaped) and what it has used; None if
+    there is no such process."""
+    f = _fields(pid)
+    if f is None or len(f) < 22:
+        return None
+    return Usage(
+        _proc(pid, f),
+        f[0] == "Z",
+        (int(f[11]) + int(f[12])) * _TICK_S,
+        (int(f[13]) + int(f[14])) * _TICK_S,
+        int(f[21]) * _PAGE,
+    )
+
+
 def usage_snapshot() -> dict[int, Usage]:
     """Every process not yet reaped, with its CPU and memory, by pid: one read of each."""
     found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        f = _fields(pid)
-        if f is None or len(f) < 22:
-            continue
-        found[pid] = Usage(
-            _proc(pid, f),
-            f[0] == "Z",
-            (int(f[11]) + int(f[12])) * _TICK_S,
-            (int(f[13]) + int(f[14])) * _TICK_S,
-            int(f[21]) * _PAGE,
-        )
+        if entry.isdigit() and (seen := usage(int(entry))) is not None:
+            found[seen.proc.pid] = seen
     return found
 
 
