@@ -387,21 +387,18 @@ class _TrialRun:
         if hurry:
             grace, term = min(grace, 1.0), min(term, 1.0)
 
-        async def stop(child: Child) -> None:
-            line = (
-                eng.aggregator.stop_line
-                if child is self.aggregator
-                else eng.party.stop_line
-                if child in self.parties
-                else None
-            )
-            await child.stop(line, grace, term)
-            if self.ctx.meter is not None:  # a forked child is a zombie until closed: all its CPU
-                self.ctx.meter.measure(self.trial.trial_id)
+        def line(child: Child) -> str | None:
+            if child is self.aggregator:
+                return eng.aggregator.stop_line
+            return eng.party.stop_line if child in self.parties else None
+
+        stopping = [c for c in self.children if c not in kept]
+        await asyncio.gather(*(c.stop(line(c), grace, term) for c in stopping))
+        if self.ctx.meter is not None:  # a forked child is a zombie until closed: all its CPU
+            self.ctx.meter.measure(self.trial.trial_id)
+        for child in stopping:
             child.close()
             self.ctx.processes.reaped(child.pid)
-
-        await asyncio.gather(*(stop(c) for c in self.children if c not in kept))
         if deployment is not None and pool is not None:
             if kept:
                 for child in kept:
