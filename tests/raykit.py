@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
+from unittest import mock
 
 import pytest
 
@@ -39,19 +40,10 @@ NODES_SETTLE_S = 60.0  # for Ray to see a node go (one killed is noticed by miss
 CLUSTER_MARK = "SEEL_TEST_RAY_CLUSTER=1"
 
 
-@contextmanager
-def _marked() -> Iterator[None]:
+def _marked() -> Any:
     """Processes started meanwhile carry CLUSTER_MARK."""
     key, value = CLUSTER_MARK.split("=")
-    before = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[key]
-        else:
-            os.environ[key] = before
+    return mock.patch.dict(os.environ, {key: value})
 
 
 def of_a_cluster(pid: int) -> bool:
